@@ -1,0 +1,21 @@
+# The README's two commands: `make demo` and `make test`. Both run the idempotent set-up first
+# (scripts/setup.sh: .venv with torch, torchvision, detectron2 and luminet_det).
+PY := .venv/bin/python
+PYTEST_ARGS ?= -q
+
+.PHONY: setup demo test bench clean-env
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) tools/demo.py
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+bench: setup
+	$(PY) benchmarks/run.py
+
+clean-env:
+	rm -rf .venv

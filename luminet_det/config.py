@@ -1,0 +1,151 @@
+"""The one config node of the plugin: ``MODEL.DISTILL``."""
+from __future__ import annotations
+
+import os
+
+from detectron2.config import CfgNode as CN
+
+__all__ = [
+    "add_luminet_config",
+    "load_config",
+    "resolve_teacher_config_path",
+    "LOGIT_LOSSES",
+    "FEATURE_LOSSES",
+]
+
+#: Logit distillation losses computed on the student's sampled ROIs (see luminet_det.losses).
+LOGIT_LOSSES = ("luminet", "kd", "dkd")
+#: Feature distillation losses computed on the FPN levels.
+FEATURE_LOSSES = ("reviewkd",)
+
+
+def add_luminet_config(cfg: CN) -> None:
+    """Add the ``MODEL.DISTILL`` node to a detectron2 config (in place).
+
+    Existing keys and defaults of detectron2 are left untouched. With the defaults
+    (``LOSSES: []`` and no teacher) a ``DistillRCNN`` refuses to build; a ``GeneralizedRCNN``
+    ignores the node entirely.
+    """
+    _C = cfg
+    _C.MODEL.DISTILL = CN()
+    # Detectron2 YAML describing the teacher. One of: a path (absolute, relative to the current
+    # directory, or relative to the directory of the student's config file when loaded by
+    # tools/train_net.py / luminet_det.load_config); or a model-zoo name such as
+    # "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml". Required by DistillRCNN.
+    _C.MODEL.DISTILL.TEACHER_CONFIG = ""
+    # Teacher checkpoint: local path, URL, "detectron2://..." zoo URL, or "zoo" to take the
+    # model-zoo checkpoint that belongs to TEACHER_CONFIG. Required: a teacher whose parameters
+    # are not all loaded from this file is an error (a student is never distilled from a random
+    # teacher).
+    _C.MODEL.DISTILL.TEACHER_WEIGHTS = ""
+    # List of KEY VALUE overrides applied to the teacher's config after TEACHER_CONFIG, e.g.
+    # ["MODEL.ROI_HEADS.NUM_CLASSES", 10]. MODEL.DEVICE always follows the student's.
+    _C.MODEL.DISTILL.TEACHER_OPTS = []
+    # Distillation losses added to the student's detection losses. Any subset of
+    # "luminet", "kd", "dkd" (logit losses on the student's sampled ROIs) and "reviewkd"
+    # (feature loss on the FPN levels). [] trains the student alone (still with a teacher
+    # built, e.g. to compare runs). Unknown names are an error.
+    _C.MODEL.DISTILL.LOSSES = []
+    # Every distillation weight is multiplied by min(iter / WARMUP_ITERS, 1): a linear ramp
+    # from 0 to 1 over the first WARMUP_ITERS iterations. 0 disables the ramp.
+    _C.MODEL.DISTILL.WARMUP_ITERS = 0
+
+    _C.MODEL.DISTILL.LUMINET = CN()
+    # Temperature tau (> 0) of the softmax over perception logits.
+    _C.MODEL.DISTILL.LUMINET.TEMPERATURE = 4.0
+    # Weight (>= 0) of loss_luminet in the total loss (the paper's lambda).
+    _C.MODEL.DISTILL.LUMINET.WEIGHT = 1.0
+    # Epsilon (> 0) added to the per-class variance of the perception.
+    _C.MODEL.DISTILL.LUMINET.EPS = 1e-5
+
+    _C.MODEL.DISTILL.KD = CN()
+    # Temperature T (> 0) of Hinton's KD; the loss is scaled by T^2.
+    _C.MODEL.DISTILL.KD.TEMPERATURE = 1.0
+    # Weight (>= 0) of loss_kd.
+    _C.MODEL.DISTILL.KD.WEIGHT = 1.0
+
+    _C.MODEL.DISTILL.DKD = CN()
+    # Weight (>= 0) of the target-class term TCKD.
+    _C.MODEL.DISTILL.DKD.ALPHA = 1.0
+    # Weight (>= 0) of the non-target-class term NCKD (0.25 in DKD's detection recipe).
+    _C.MODEL.DISTILL.DKD.BETA = 0.25
+    # Temperature T (> 0); both terms are scaled by T^2.
+    _C.MODEL.DISTILL.DKD.TEMPERATURE = 1.0
+    # Weight (>= 0) of loss_dkd.
+    _C.MODEL.DISTILL.DKD.WEIGHT = 1.0
+
+    _C.MODEL.DISTILL.REVIEWKD = CN()
+    # Weight (>= 0) of loss_reviewkd (ReviewKD's detection recipe uses 1.0).
+    _C.MODEL.DISTILL.REVIEWKD.WEIGHT = 1.0
+    # Channels of the attention-based fusion modules (ReviewKD's "mid_channel"; > 0).
+    _C.MODEL.DISTILL.REVIEWKD.MID_CHANNELS = 256
+    # Pyramid-pooling levels of the hierarchical context loss (positive ints, descending).
+    _C.MODEL.DISTILL.REVIEWKD.POOL_LEVELS = [4, 2, 1]
+
+
+def resolve_teacher_config_path(cfg: CN, student_config_file: str) -> None:
+    """Make a relative ``MODEL.DISTILL.TEACHER_CONFIG`` absolute, resolving it against the
+    directory of the student's config file when the file exists there (in place).
+
+    Zoo names (which exist only inside detectron2's model zoo) and absolute paths are left as
+    they are.
+    """
+    path = cfg.MODEL.DISTILL.TEACHER_CONFIG
+    if not path or os.path.isabs(path) or "://" in path:
+        return
+    candidate = os.path.join(os.path.dirname(os.path.abspath(student_config_file)), path)
+    if os.path.isfile(candidate):
+        was_frozen = cfg.is_frozen()
+        cfg.defrost()
+        cfg.MODEL.DISTILL.TEACHER_CONFIG = os.path.normpath(candidate)
+        if was_frozen:
+            cfg.freeze()
+
+
+def _all_keys(node: CN, prefix: str = "") -> list:
+    keys = []
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        keys.extend(_all_keys(v, full + ".") if isinstance(v, CN) else [full])
+    return keys
+
+
+def _explain_key_error(cfg: CN, err: KeyError, source: str) -> ValueError:
+    import difflib
+
+    msg = str(err.args[0]) if err.args else str(err)
+    key = msg.split(":", 1)[1].strip() if "Non-existent config key" in msg else ""
+    if not key:
+        return None
+    close = difflib.get_close_matches(key, _all_keys(cfg), n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    return ValueError(f"Config key {key} (from {source}) does not exist.{hint}")
+
+
+def load_config(config_file: str, opts: list = ()) -> CN:
+    """A detectron2 config with the plugin's node, merged from ``config_file`` and ``opts``
+    (KEY VALUE list); the relative ``MODEL.DISTILL.TEACHER_CONFIG`` of the file resolved
+    against the file's directory. An unknown key raises ValueError naming the nearest valid
+    key. The config is returned unfrozen.
+    """
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_luminet_config(cfg)
+    if not config_file or not os.path.isfile(config_file):
+        raise FileNotFoundError(f"Config file {config_file!r} not found.")
+    for source, merge in ((config_file, cfg.merge_from_file), ("the command line", None)):
+        try:
+            if merge is not None:
+                merge(config_file)
+                resolve_teacher_config_path(cfg, config_file)
+            elif opts:
+                if len(opts) % 2:
+                    raise ValueError(f"Overrides must be KEY VALUE pairs, got {list(opts)}")
+                cfg.merge_from_list(list(opts))
+        except KeyError as e:
+            explained = _explain_key_error(cfg, e, source)
+            if explained is None:
+                raise
+            raise explained from None
+    return cfg

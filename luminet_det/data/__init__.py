@@ -1,0 +1,21 @@
+"""Datasets: the built-in digits detection set and any COCO-format detection set.
+
+Importing this package registers ``digits_det_train`` / ``digits_det_val`` in detectron2's
+catalogs.
+"""
+from .builtin import BUILTIN_DATASETS, digits_root, register_builtin_digits
+from .coco import load_coco_detection, read_coco_json, register_coco_detection
+from .digits import DIGIT_CLASSES, generate_digits_detection
+
+register_builtin_digits()
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "DIGIT_CLASSES",
+    "digits_root",
+    "generate_digits_detection",
+    "load_coco_detection",
+    "read_coco_json",
+    "register_builtin_digits",
+    "register_coco_detection",
+]

@@ -1,0 +1,158 @@
+"""Build a frozen teacher detector from its own detectron2 config and weights."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import List, Optional
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.modeling import GeneralizedRCNN, build_model
+
+__all__ = ["load_teacher_cfg", "build_teacher", "load_teacher_weights", "freeze"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_teacher_cfg(config: str, opts: Optional[List] = None, device: str = "cpu") -> CfgNode:
+    """The teacher's own detectron2 config.
+
+    Args:
+        config (str): path to a YAML file, or a model-zoo name such as
+            ``"COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"``.
+        opts (list): KEY VALUE overrides applied after the file.
+        device (str): MODEL.DEVICE of the teacher (always the student's).
+    """
+    if not config:
+        raise ValueError(
+            "MODEL.DISTILL.TEACHER_CONFIG is empty: DistillRCNN needs the teacher's detectron2 "
+            "config, e.g. MODEL.DISTILL.TEACHER_CONFIG "
+            "'COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml' or a path to a YAML file."
+        )
+    path = config
+    if not os.path.isfile(path):
+        from detectron2 import model_zoo  # imported lazily: it needs pkg_resources
+
+        try:
+            path = model_zoo.get_config_file(config)
+        except RuntimeError:
+            raise ValueError(
+                f"MODEL.DISTILL.TEACHER_CONFIG={config!r} is neither an existing file (looked in "
+                f"{os.getcwd()!r} and, via tools/train_net.py, next to the student's config) nor "
+                "a detectron2 model-zoo config name (e.g. "
+                "'COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml')."
+            ) from None
+    cfg = get_cfg()
+    # A teacher config may carry a MODEL.DISTILL node (e.g. a config of this plugin reused as a
+    # teacher); the node must exist to merge such a file.
+    from luminet_det.config import add_luminet_config
+
+    add_luminet_config(cfg)
+    cfg.set_new_allowed(False)
+    cfg.merge_from_file(path)
+    if opts:
+        if len(opts) % 2:
+            raise ValueError(
+                f"MODEL.DISTILL.TEACHER_OPTS must be a list of KEY VALUE pairs, got an odd number "
+                f"of items: {list(opts)}"
+            )
+        cfg.merge_from_list(list(opts))
+    cfg.MODEL.DEVICE = device
+    if cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
+        raise ValueError(
+            f"The teacher ({config}) has META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE!r}; the "
+            "teacher must be a plain 'GeneralizedRCNN' (a Faster R-CNN). To use a distilled "
+            "student as a teacher, export it first with tools/export_student.py."
+        )
+    return cfg
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    """Put a model in eval mode and stop gradients into all of its parameters."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_teacher_weights(teacher: torch.nn.Module, weights: str, config: str = "") -> None:
+    """Load the teacher's checkpoint and make sure every teacher parameter came from it.
+
+    Raises:
+        ValueError: no weights given.
+        FileNotFoundError: a local checkpoint that does not exist.
+        RuntimeError: a checkpoint that cannot be read, or that leaves parameters of the
+            teacher at their random initialisation (listed by name).
+    """
+    if not weights:
+        raise ValueError(
+            "MODEL.DISTILL.TEACHER_WEIGHTS is empty: distilling from a randomly initialised "
+            "teacher teaches the student nothing. Set it to the teacher's checkpoint (a path, a "
+            "URL, 'detectron2://...', or 'zoo' for the model-zoo weights of TEACHER_CONFIG)."
+        )
+    if weights == "zoo":
+        from detectron2 import model_zoo
+
+        weights = model_zoo.get_checkpoint_url(config)
+    if "://" not in weights and not os.path.isfile(weights):
+        raise FileNotFoundError(
+            f"Teacher weights {weights!r} not found (MODEL.DISTILL.TEACHER_WEIGHTS). Give the "
+            "path of the teacher's checkpoint (.pth or .pkl), e.g. output/teacher/model_final.pth."
+        )
+    checkpointer = _RecordingCheckpointer(teacher)
+    try:
+        checkpointer.load(weights)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file name and a fix
+        raise RuntimeError(
+            f"Could not read the teacher checkpoint {weights!r}: {type(e).__name__}: {e}. The "
+            "file may be truncated or not a detectron2/PyTorch checkpoint; re-download or "
+            "re-export it."
+        ) from e
+    incompatible = checkpointer.incompatible
+    if incompatible is None:
+        raise RuntimeError(f"The teacher checkpoint {weights!r} holds no model weights.")
+    # Keys of the teacher that the file did not provide (absent, or of another shape and so
+    # skipped): those parameters and buffers keep their random initialisation.
+    not_loaded = [
+        k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")
+    ] + [k for k, *_ in incompatible.incorrect_shapes]
+    if not_loaded:
+        total = len(teacher.state_dict())
+        shown = ", ".join(not_loaded[:8]) + (" ..." if len(not_loaded) > 8 else "")
+        raise RuntimeError(
+            f"The teacher checkpoint {weights!r} left {len(not_loaded)} of {total} teacher "
+            f"parameters/buffers at their random initialisation ({shown}). The checkpoint does "
+            "not match MODEL.DISTILL.TEACHER_CONFIG (other depth, head or class count?); a "
+            "student must not be distilled from a partly random teacher."
+        )
+    logger.info(f"Teacher weights loaded from {weights}; every teacher parameter was found.")
+
+
+class _RecordingCheckpointer(DetectionCheckpointer):
+    """A DetectionCheckpointer that keeps the incompatible keys of its last load."""
+
+    incompatible = None
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        self.incompatible = incompatible
+        super()._log_incompatible_keys(incompatible)
+
+
+def build_teacher(teacher_cfg: CfgNode, weights: str, config_name: str = "") -> GeneralizedRCNN:
+    """Build the teacher from its config, load and check its weights, freeze it.
+
+    Args:
+        teacher_cfg (CfgNode): from :func:`load_teacher_cfg`.
+        weights (str): checkpoint path/URL, or "zoo" for the zoo weights of ``config_name``.
+        config_name (str): the model-zoo name of the teacher config (for ``weights="zoo"``).
+    """
+    teacher = build_model(teacher_cfg)
+    missing = [a for a in ("box_pooler", "box_head", "box_predictor") if not hasattr(
+        teacher.roi_heads, a)]
+    if missing:
+        raise ValueError(
+            f"The teacher's ROI heads ({type(teacher.roi_heads).__name__}) have no {missing}; "
+            "LumiNet needs a StandardROIHeads-style box branch (Faster R-CNN FPN)."
+        )
+    load_teacher_weights(teacher, weights, config_name)
+    return freeze(teacher)

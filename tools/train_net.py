@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Train or evaluate a (distilled) Faster R-CNN with detectron2's trainer.
+
+    python tools/train_net.py --config-file configs/COCO-Detection/luminet_r101_r18.yaml \
+        --num-gpus 8 [--resume] [--check-teacher] [KEY VALUE ...]
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS path/to/model.pth
+
+Extra flags beyond detectron2's ``default_argument_parser``:
+    --register NAME JSON IMAGE_ROOT   register a COCO-format set (repeatable); NUM_CLASSES is
+                                      taken from its categories
+    --check-teacher                   evaluate the teacher first and refuse to distill from one
+                                      whose box AP is below --min-teacher-ap (default 1.0)
+"""
+import logging
+import os
+
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import COCOEvaluator, verify_results
+
+from luminet_det import load_config
+from luminet_det.engine import (
+    check_num_classes,
+    evaluate_teacher,
+    make_atomic,
+    register_user_datasets,
+)
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with COCO evaluation and atomic checkpoint writes. The optimizer gets
+    the parameters that require gradients: the student's and the distillation adapters'
+    (the teacher is frozen)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        make_atomic(self.checkpointer)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        return COCOEvaluator(dataset_name, output_dir=output_folder)
+
+
+def setup(args):
+    cfg = load_config(args.config_file, args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger("luminet_det").warning("No CUDA device: training on the CPU.")
+        cfg.MODEL.DEVICE = "cpu"
+    register_user_datasets(cfg, args.register)
+    check_num_classes(cfg)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        res = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            raise ValueError("TEST.AUG is not supported by this tool.")
+        verify_results(cfg, res)
+        return res
+    if args.check_teacher and cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
+        evaluate_teacher(cfg, min_ap=args.min_teacher_ap)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def argument_parser():
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--register", nargs=3, action="append", metavar=("NAME", "JSON", "IMAGE_ROOT"),
+        help="register a COCO-format detection set under NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--check-teacher", action="store_true",
+        help="evaluate the teacher on DATASETS.TEST[0] before training; stop if its AP is low",
+    )
+    parser.add_argument("--min-teacher-ap", type=float, default=1.0)
+    return parser
+
+
+if __name__ == "__main__":
+    args = argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
