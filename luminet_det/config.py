@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 from detectron2.config import CfgNode as CN
 
@@ -110,13 +111,15 @@ def _all_keys(node: CN, prefix: str = "") -> list:
     return keys
 
 
-def _explain_key_error(cfg: CN, err: KeyError, source: str) -> ValueError:
+def _explain_key_error(cfg: CN, err: Exception, source: str) -> Optional[ValueError]:
+    """yacs reports an unknown key as KeyError("Non-existent config key: K") from files and
+    AssertionError("Non-existent key: K") from KEY VALUE lists; None for other errors."""
     import difflib
 
     msg = str(err.args[0]) if err.args else str(err)
-    key = msg.split(":", 1)[1].strip() if "Non-existent config key" in msg else ""
-    if not key:
+    if not msg.startswith(("Non-existent config key:", "Non-existent key:")):
         return None
+    key = msg.split(":", 1)[1].strip()
     close = difflib.get_close_matches(key, _all_keys(cfg), n=1, cutoff=0.6)
     hint = f" Did you mean {close[0]}?" if close else ""
     return ValueError(f"Config key {key} (from {source}) does not exist.{hint}")
@@ -143,7 +146,7 @@ def load_config(config_file: str, opts: list = ()) -> CN:
                 if len(opts) % 2:
                     raise ValueError(f"Overrides must be KEY VALUE pairs, got {list(opts)}")
                 cfg.merge_from_list(list(opts))
-        except KeyError as e:
+        except (KeyError, AssertionError) as e:
             explained = _explain_key_error(cfg, e, source)
             if explained is None:
                 raise
