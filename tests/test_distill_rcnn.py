@@ -255,3 +255,36 @@ print("STOCK_OK")
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/")
     assert "STOCK_OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_nan_in_teacher_or_loss_stops_with_the_term_and_iteration(tmp_path):
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    teacher = build_model(cfg)
+    state = teacher.state_dict()
+    state["roi_heads.box_predictor.cls_score.bias"][0] = float("nan")
+    weights = str(tmp_path / "nan.pth")
+    torch.save({"model": state}, weights)
+    config = str(tmp_path / "nan.yaml")
+    open(config, "w").write(cfg.dump())
+    model = build_model(distill_cfg(config, weights, losses=["luminet"]))
+    model.train()
+    with pytest.raises(FloatingPointError, match="teacher's ROI logits .* iteration 7"):
+        _train_step(model, batch(), it=7)
+
+
+def test_degenerate_batches_stay_finite(teacher_files):
+    """One image, no foreground ROI (no ground truth boxes), fp16 logits: no NaN."""
+    from detectron2.structures import Boxes, Instances
+
+    model = _build(distill_cfg(*teacher_files, losses=["luminet", "kd", "dkd"]))
+    model.train()
+    one = batch(1)
+    assert all(torch.isfinite(v) for v in _train_step(model, one).values())
+    empty = batch(1)
+    inst = Instances((64, 64))
+    inst.gt_boxes = Boxes(torch.zeros(0, 4))
+    inst.gt_classes = torch.zeros(0, dtype=torch.long)
+    empty[0]["instances"] = inst
+    losses = _train_step(model, empty)
+    assert all(torch.isfinite(v) for v in losses.values())

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 __all__ = ["generate_digits_detection", "DIGIT_CLASSES", "digits_paths"]
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
-_VERSION = 1  # bump when the generator's output changes; stored in the JSON "info"
+_VERSION = 2  # bump when the generator's output changes; stored in the JSON "info"
 
 
 def digits_paths(root: str, split: str) -> Tuple[str, str]:
@@ -32,23 +32,25 @@ def digits_paths(root: str, split: str) -> Tuple[str, str]:
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A textured RGB canvas: low-frequency colour noise, a gradient and pixel noise."""
-    coarse = rng.uniform(40, 215, size=(rng.integers(3, 9), rng.integers(3, 9), 3))
+    """A textured canvas: low-frequency grey texture with a faint colour tint, a gradient and
+    pixel noise."""
+    coarse = rng.uniform(60, 200, size=(rng.integers(3, 9), rng.integers(3, 9)))
     low = np.asarray(
         Image.fromarray(coarse.astype(np.uint8)).resize((size, size), Image.BICUBIC), np.float32
-    )
+    )[..., None]
+    tint = rng.uniform(-20, 20, 3)
     yy, xx = np.mgrid[0:size, 0:size] / size
     angle = rng.uniform(0, 2 * np.pi)
-    gradient = (np.cos(angle) * xx + np.sin(angle) * yy)[..., None] * rng.uniform(-60, 60, 3)
-    noise = rng.normal(0, rng.uniform(4, 18), size=(size, size, 3))
-    return np.clip(low + gradient + noise, 0, 255)
+    gradient = (np.cos(angle) * xx + np.sin(angle) * yy)[..., None] * rng.uniform(-30, 30)
+    noise = rng.normal(0, rng.uniform(3, 10), size=(size, size, 1))
+    return np.clip(low + tint + gradient + noise, 0, 255)
 
 
 def _distractors(rng: np.random.Generator, img: Image.Image) -> None:
     """Strokes and blobs that look like parts of digits but are not objects."""
     draw = ImageDraw.Draw(img)
     size = img.size[0]
-    for _ in range(rng.integers(2, 7)):
+    for _ in range(rng.integers(1, 5)):
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
         if rng.random() < 0.6:
             pts = [tuple(float(v) for v in rng.uniform(0, size, 2)) for _ in range(2)]
@@ -97,14 +99,14 @@ def _render_image(
             if any(_iou(box, other) > 0.2 for other, _ in placed):
                 continue
             # a colour that stands out from the local background (but not always by much)
-            local = canvas[y0 : y0 + h, x0 : x0 + w].reshape(-1, 3).mean(0)
-            color = np.where(local > 128, rng.uniform(0, 90, 3), rng.uniform(165, 255, 3))
+            local = canvas[y0 : y0 + h, x0 : x0 + w].mean()
+            color = rng.uniform(0, 60, 3) if local > 128 else rng.uniform(195, 255, 3)
             a = alpha[..., None] * rng.uniform(0.75, 1.0)
             region = canvas[y0 : y0 + h, x0 : x0 + w]
             canvas[y0 : y0 + h, x0 : x0 + w] = region * (1 - a) + color * a
             placed.append(([float(v) for v in box], int(labels[idx])))
             break
-    canvas += rng.normal(0, 6, size=canvas.shape)  # sensor noise over digits too
+    canvas += rng.normal(0, 4, size=canvas.shape)  # sensor noise over digits too
     return np.clip(canvas, 0, 255).astype(np.uint8), placed
 
 

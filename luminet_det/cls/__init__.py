@@ -1,0 +1,28 @@
+"""luminet_det.cls: classification distillation (CE / KD / DKD / LumiNet) on torchvision.
+
+Never imports detectron2; uses the same loss functions as the detector
+(:mod:`luminet_det.losses`). Command line::
+
+    python -m luminet_det.cls train --config configs/CIFAR-100/res32x4_res8x4_luminet.yaml
+    python -m luminet_det.cls eval --config ... --checkpoint output/.../best.pth
+"""
+from .config import METHODS, get_cfg, load_config
+from .engine import Trainer, distillation_loss, evaluate, evaluate_checkpoint
+from .metrics import classification_report, ece_mce, fpr_at_95_tpr, topk_accuracy
+from .models import MODELS, build_model
+
+__all__ = [
+    "METHODS",
+    "MODELS",
+    "Trainer",
+    "build_model",
+    "classification_report",
+    "distillation_loss",
+    "ece_mce",
+    "evaluate",
+    "evaluate_checkpoint",
+    "fpr_at_95_tpr",
+    "get_cfg",
+    "load_config",
+    "topk_accuracy",
+]

@@ -1,0 +1,102 @@
+"""Configuration of luminet_det.cls (a yacs CfgNode; YAML files in configs/CIFAR-100,
+configs/ImageNet and configs/Digits-Classification)."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from fvcore.common.config import CfgNode as CN  # yacs + _BASE_ inheritance
+
+__all__ = ["get_cfg", "load_config", "METHODS"]
+
+#: ce: the student alone (also how teachers are trained); the others distil from MODEL.TEACHER.
+METHODS = ("ce", "kd", "dkd", "luminet")
+
+
+def get_cfg() -> CN:
+    """The defaults, every key commented."""
+    c = CN()
+    c.MODEL = CN()
+    # Student architecture: a name of luminet_det.cls.models.MODELS (e.g. "resnet8x4").
+    c.MODEL.STUDENT = "resnet8x4"
+    # Optional checkpoint to initialise the student from ("" = random initialisation).
+    c.MODEL.STUDENT_WEIGHTS = ""
+    # Teacher architecture (ignored by METHOD.NAME "ce").
+    c.MODEL.TEACHER = "resnet32x4"
+    # Teacher checkpoint: required by every method except "ce"; a checkpoint written by this
+    # module (best.pth / last.pth) or a torchvision state dict for ImageNet models.
+    c.MODEL.TEACHER_WEIGHTS = ""
+
+    c.DATA = CN()
+    # One of "cifar100", "imagenet", "tiny_imagenet", "digits" (built-in, no download).
+    c.DATA.NAME = "cifar100"
+    # Folder that holds the dataset (see luminet_det.cls.data.build_dataset for layouts).
+    c.DATA.ROOT = "datasets/cifar100"
+    # DataLoader worker processes.
+    c.DATA.NUM_WORKERS = 2
+
+    c.METHOD = CN()
+    # "ce" (student alone), "kd", "dkd" or "luminet".
+    c.METHOD.NAME = "luminet"
+    # Weight of the cross-entropy with the labels.
+    c.METHOD.CE_WEIGHT = 1.0
+    # Weight of the distillation term (LumiNet's official recipes use alpha**2: 34**2 on
+    # CIFAR-100 res32x4->res8x4, 2**2 on ImageNet).
+    c.METHOD.WEIGHT = 1.0
+    # Temperature of the distillation softmax (> 0).
+    c.METHOD.TEMPERATURE = 4.0
+    # The distillation weight ramps as min(epoch / WARMUP_EPOCHS, 1), epochs counted from 1;
+    # 0 disables the ramp.
+    c.METHOD.WARMUP_EPOCHS = 0
+    # DKD's target (alpha) and non-target (beta) weights.
+    c.METHOD.DKD_ALPHA = 1.0
+    c.METHOD.DKD_BETA = 8.0
+    # Variance epsilon of LumiNet's perception.
+    c.METHOD.EPS = 1e-5
+
+    c.SOLVER = CN()
+    # Images per optimisation step (summed over processes under torchrun).
+    c.SOLVER.BATCH_SIZE = 64
+    c.SOLVER.EPOCHS = 240
+    c.SOLVER.LR = 0.05
+    # Epochs after which the LR is multiplied by GAMMA.
+    c.SOLVER.LR_STEPS = [150, 180, 210]
+    c.SOLVER.GAMMA = 0.1
+    c.SOLVER.WEIGHT_DECAY = 5e-4
+    c.SOLVER.MOMENTUM = 0.9
+
+    # Where checkpoints (last.pth, best.pth) and metrics.json go.
+    c.OUTPUT_DIR = "output/cls/run"
+    c.SEED = 0
+    # "cuda" when available, else "cpu"; or set explicitly.
+    c.DEVICE = "auto"
+    return c
+
+
+def load_config(path: str = "", overrides: Sequence[str] = ()) -> CN:
+    """Defaults, then ``path`` (YAML), then ``KEY=VALUE`` overrides; validated."""
+    cfg = get_cfg()
+    if path:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Config file {path!r} not found.")
+        cfg.merge_from_file(path)
+    pairs = []
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"Overrides are KEY=VALUE, got {item!r} (e.g. SOLVER.EPOCHS=10).")
+        key, value = item.split("=", 1)
+        pairs += [key, value]
+    try:
+        cfg.merge_from_list(pairs)
+    except (KeyError, AssertionError) as e:
+        raise ValueError(f"{e}. Valid keys: see luminet_det/cls/config.py.") from None
+    if cfg.METHOD.NAME not in METHODS:
+        raise ValueError(f"METHOD.NAME must be one of {list(METHODS)}, got {cfg.METHOD.NAME!r}.")
+    if cfg.METHOD.TEMPERATURE <= 0:
+        raise ValueError(f"METHOD.TEMPERATURE must be > 0, got {cfg.METHOD.TEMPERATURE}.")
+    if cfg.METHOD.NAME != "ce" and not cfg.MODEL.TEACHER_WEIGHTS:
+        raise ValueError(
+            f"METHOD.NAME={cfg.METHOD.NAME!r} needs MODEL.TEACHER_WEIGHTS (a trained teacher); "
+            "train one with METHOD.NAME=ce first."
+        )
+    return cfg

@@ -1,0 +1,250 @@
+"""Training and evaluation loop of luminet_det.cls (CE / KD / DKD / LumiNet)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from luminet_det.losses import dkd_loss, kd_loss, luminet_loss
+
+from .data import NUM_CLASSES, build_dataset
+from .metrics import classification_report
+from .models import build_model
+
+__all__ = ["Trainer", "evaluate", "evaluate_checkpoint", "distillation_loss", "atomic_save"]
+
+logger = logging.getLogger("luminet_det.cls")
+
+DistillFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+# method -> (student logits, teacher logits, labels) -> unweighted loss; "ce" has none.
+_DISTILL: Dict[str, Callable[..., DistillFn]] = {
+    "kd": lambda m: lambda s, t, y: kd_loss(s, t, m.TEMPERATURE),
+    "dkd": lambda m: lambda s, t, y: dkd_loss(s, t, y, m.DKD_ALPHA, m.DKD_BETA, m.TEMPERATURE),
+    "luminet": lambda m: lambda s, t, y: luminet_loss(s, t, m.TEMPERATURE, m.EPS),
+}
+
+
+def distillation_loss(method_cfg) -> Optional[DistillFn]:
+    """The unweighted distillation loss of METHOD.NAME, or None for "ce"."""
+    return None if method_cfg.NAME == "ce" else _DISTILL[method_cfg.NAME](method_cfg)
+
+
+def atomic_save(obj, path: str) -> None:
+    """torch.save to ``path + ".tmp"``, then rename: a killed run never leaves a truncated
+    checkpoint under the real name."""
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _device(cfg) -> torch.device:
+    if cfg.DEVICE == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.DEVICE)
+
+
+def _dist_info():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return world, rank
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> Dict[str, float]:
+    """top1, top5, ECE, MCE (15 bins) and FPR95 of ``model`` on ``loader`` (all percent)."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    for x, y in loader:
+        logits.append(model(x.to(device))[0].float().cpu())
+        labels.append(y)
+    model.train(was_training)
+    return classification_report(torch.cat(logits), torch.cat(labels))
+
+
+class Trainer:
+    """Trains ``cfg.MODEL.STUDENT`` with ``cfg.METHOD`` against a frozen teacher.
+
+    Writes ``OUTPUT_DIR/last.pth`` every epoch (student, optimizer, scheduler, epoch; atomic),
+    ``OUTPUT_DIR/best.pth`` (the student with the best validation top-1) and one JSON line per
+    epoch to ``OUTPUT_DIR/metrics.json``. Under ``torchrun`` (WORLD_SIZE > 1) the student is
+    wrapped in DistributedDataParallel and the batch is split over the processes.
+    """
+
+    def __init__(self, cfg, resume: bool = False, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        self.world, self.rank = _dist_info()
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            torch.distributed.init_process_group(backend)
+        self.device = _device(cfg)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.manual_seed(cfg.SEED + self.rank)
+        num_classes = NUM_CLASSES[cfg.DATA.NAME]
+        self.train_set = build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=True)
+        self.val_set = build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=False)
+        self.student = build_model(cfg.MODEL.STUDENT, num_classes, cfg.MODEL.STUDENT_WEIGHTS or None)
+        self.student.to(self.device)
+        self.distill = distillation_loss(cfg.METHOD)
+        self.teacher = None
+        if self.distill is not None:
+            self.teacher = build_model(cfg.MODEL.TEACHER, num_classes, cfg.MODEL.TEACHER_WEIGHTS)
+            self.teacher.to(self.device).eval().requires_grad_(False)
+        self.model = self.student
+        if self.world > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.student, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        per_process = max(1, cfg.SOLVER.BATCH_SIZE // self.world)
+        sampler = (torch.utils.data.DistributedSampler(self.train_set, self.world, self.rank, seed=cfg.SEED)
+                   if self.world > 1 else None)
+        generator = torch.Generator().manual_seed(cfg.SEED)
+        self.train_loader = DataLoader(
+            self.train_set, per_process, shuffle=sampler is None, sampler=sampler,
+            num_workers=cfg.DATA.NUM_WORKERS, drop_last=True, generator=generator,
+            pin_memory=self.device.type == "cuda",
+        )
+        self.val_loader = DataLoader(self.val_set, 256, num_workers=cfg.DATA.NUM_WORKERS)
+        self.optimizer = torch.optim.SGD(
+            self.student.parameters(), lr=cfg.SOLVER.LR, momentum=cfg.SOLVER.MOMENTUM,
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        )
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, list(cfg.SOLVER.LR_STEPS), cfg.SOLVER.GAMMA
+        )
+        self.start_epoch, self.best_top1 = 1, -1.0
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        self.last_path = os.path.join(cfg.OUTPUT_DIR, "last.pth")
+        self.best_path = os.path.join(cfg.OUTPUT_DIR, "best.pth")
+        if resume:
+            self._resume()
+
+    # ------------------------------------------------------------------------ checkpoints
+    def _resume(self) -> None:
+        if not os.path.isfile(self.last_path):
+            logger.warning(f"--resume: no {self.last_path}; starting from epoch 1.")
+            return
+        state = torch.load(self.last_path, map_location=self.device, weights_only=False)
+        self.student.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.start_epoch, self.best_top1 = state["epoch"] + 1, state["best_top1"]
+        logger.info(f"Resumed from {self.last_path} at epoch {self.start_epoch}.")
+
+    def _save(self, epoch: int, metrics: Dict[str, float]) -> None:
+        if self.rank != 0:
+            return
+        if metrics["top1"] > self.best_top1:
+            self.best_top1 = metrics["top1"]
+            atomic_save({"model": self.student.state_dict(), "epoch": epoch, "metrics": metrics,
+                         "arch": self.cfg.MODEL.STUDENT}, self.best_path)
+        atomic_save(
+            {"model": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
+             "scheduler": self.scheduler.state_dict(), "epoch": epoch,
+             "best_top1": self.best_top1, "arch": self.cfg.MODEL.STUDENT,
+             "config": self.cfg.dump()},
+            self.last_path,
+        )
+
+    # ------------------------------------------------------------------------ training
+    def _warmup(self, epoch: int) -> float:
+        w = self.cfg.METHOD.WARMUP_EPOCHS
+        return 1.0 if w <= 0 else min(epoch / w, 1.0)
+
+    def train_epoch(self, epoch: int) -> Dict[str, float]:
+        cfg, m = self.cfg, self.cfg.METHOD
+        self.model.train()
+        if isinstance(self.train_loader.sampler, torch.utils.data.DistributedSampler):
+            self.train_loader.sampler.set_epoch(epoch)
+        totals = {"loss": 0.0, "loss_ce": 0.0, "loss_distill": 0.0}
+        n = 0
+        batches = self.train_loader
+        if self.progress and self.rank == 0:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, desc=f"epoch {epoch}/{cfg.SOLVER.EPOCHS}", leave=False,
+                           dynamic_ncols=True)
+        factor = self._warmup(epoch)
+        for it, (x, y) in enumerate(batches):
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            logits, _ = self.model(x)
+            loss_ce = F.cross_entropy(logits, y) * m.CE_WEIGHT
+            loss_distill = torch.zeros((), device=self.device)
+            if self.distill is not None:
+                with torch.no_grad():
+                    t_logits, _ = self.teacher(x)
+                loss_distill = self.distill(logits, t_logits, y) * (m.WEIGHT * factor)
+            loss = loss_ce + loss_distill
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"Loss became {loss.item()} at epoch {epoch}, iteration {it} (loss_ce="
+                    f"{loss_ce.item():.4g}, loss_distill={loss_distill.item():.4g}); stopped before "
+                    "the optimizer step. Lower SOLVER.LR or METHOD.WEIGHT, then --resume."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            totals["loss"] += loss.item()
+            totals["loss_ce"] += loss_ce.item()
+            totals["loss_distill"] += loss_distill.item()
+            n += 1
+            if hasattr(batches, "set_postfix") and it % 10 == 0:
+                batches.set_postfix(loss=f"{loss.item():.3f}")
+        return {k: v / max(n, 1) for k, v in totals.items()}
+
+    def train(self) -> Dict[str, float]:
+        cfg = self.cfg
+        metrics_path = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
+        if self.teacher is not None and self.start_epoch == 1 and self.rank == 0:
+            t = evaluate(self.teacher, self.val_loader, self.device)
+            logger.info(f"teacher {cfg.MODEL.TEACHER}: top-1 {t['top1']:.2f}")
+            _append(metrics_path, {"epoch": 0, **{f"teacher_{k}": v for k, v in t.items()}})
+        start, result = time.time(), {}
+        for epoch in range(self.start_epoch, cfg.SOLVER.EPOCHS + 1):
+            lr = self.optimizer.param_groups[0]["lr"]
+            losses = self.train_epoch(epoch)
+            self.scheduler.step()
+            if self.world > 1:
+                torch.distributed.barrier()
+            if self.rank == 0:
+                result = evaluate(self.student, self.val_loader, self.device)
+                self._save(epoch, result)
+                row = {"epoch": epoch, "lr": lr, **losses, **result,
+                       "time": time.time() - start}
+                _append(metrics_path, row)
+                done = epoch - self.start_epoch + 1
+                eta = (time.time() - start) / done * (cfg.SOLVER.EPOCHS - epoch)
+                logger.info(
+                    f"epoch {epoch}/{cfg.SOLVER.EPOCHS}  loss {losses['loss']:.3f}  top-1 "
+                    f"{result['top1']:.2f}  ECE {result['ece']:.2f}  best {self.best_top1:.2f}  "
+                    f"eta {time.strftime('%H:%M:%S', time.gmtime(eta))}"
+                )
+        return result
+
+
+def _append(path: str, row: Dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def evaluate_checkpoint(cfg, checkpoint: str, arch: Optional[str] = None) -> Dict[str, float]:
+    """Evaluate a checkpoint of this module (or a torchvision state dict) on DATA's val split."""
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"Checkpoint {checkpoint!r} not found.")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    arch = arch or (state.get("arch") if isinstance(state, dict) else None) or cfg.MODEL.STUDENT
+    device = _device(cfg)
+    model = build_model(arch, NUM_CLASSES[cfg.DATA.NAME], checkpoint).to(device)
+    loader = DataLoader(build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=False), 256,
+                        num_workers=cfg.DATA.NUM_WORKERS)
+    return evaluate(model, loader, device)
+

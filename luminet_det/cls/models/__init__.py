@@ -1,0 +1,94 @@
+"""Model zoo of luminet_det.cls: CIFAR architectures (written here) and torchvision's
+ImageNet models. Every model returns ``(logits, penultimate features)``."""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Dict, Optional
+
+import torch
+from torch import nn
+
+from .cifar import CifarResNet, MobileNetV2Cifar, ShuffleNetV1, ShuffleNetV2, VGG, WideResNet
+
+__all__ = ["build_model", "MODELS", "TorchvisionClassifier"]
+
+
+class TorchvisionClassifier(nn.Module):
+    """A torchvision ImageNet classifier returning ``(logits, penultimate features)``."""
+
+    def __init__(self, *, arch: str, num_classes: int = 1000):
+        super().__init__()
+        import torchvision
+
+        self.net = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        # the final linear layer: ResNets call it `fc`, MobileNetV2 `classifier[-1]`
+        if hasattr(self.net, "fc"):
+            self.head, self.net.fc = self.net.fc, nn.Identity()
+        else:
+            self.head, self.net.classifier[-1] = self.net.classifier[-1], nn.Identity()
+
+    def forward(self, x):
+        feat = self.net(x)
+        return self.head(feat), feat
+
+
+def _resnet50_cifar(num_classes: int = 100) -> TorchvisionClassifier:
+    """torchvision's ResNet-50 with CRD's CIFAR stem (3x3 stride-1 conv, no max-pool)."""
+    model = TorchvisionClassifier(arch="resnet50", num_classes=num_classes)
+    model.net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    model.net.maxpool = nn.Identity()
+    return model
+
+
+def _tv(arch: str) -> Callable[..., nn.Module]:
+    return functools.partial(TorchvisionClassifier, arch=arch)
+
+
+MODELS: Dict[str, Callable[..., nn.Module]] = {
+    # CIFAR (32x32)
+    "resnet8": functools.partial(CifarResNet, depth=8, filters=(16, 16, 32, 64)),
+    "resnet20": functools.partial(CifarResNet, depth=20, filters=(16, 16, 32, 64)),
+    "resnet32": functools.partial(CifarResNet, depth=32, filters=(16, 16, 32, 64)),
+    "resnet56": functools.partial(CifarResNet, depth=56, filters=(16, 16, 32, 64)),
+    "resnet110": functools.partial(CifarResNet, depth=110, filters=(16, 16, 32, 64)),
+    "resnet8x4": functools.partial(CifarResNet, depth=8, filters=(32, 64, 128, 256)),
+    "resnet32x4": functools.partial(CifarResNet, depth=32, filters=(32, 64, 128, 256)),
+    "wrn_16_2": functools.partial(WideResNet, depth=16, widen=2),
+    "wrn_40_1": functools.partial(WideResNet, depth=40, widen=1),
+    "wrn_40_2": functools.partial(WideResNet, depth=40, widen=2),
+    "vgg8": functools.partial(VGG, depth=8),
+    "vgg13": functools.partial(VGG, depth=13),
+    "mobilenetv2_cifar": MobileNetV2Cifar,
+    "shufflenetv1": ShuffleNetV1,
+    "shufflenetv2": ShuffleNetV2,
+    "resnet50_cifar": _resnet50_cifar,
+    # ImageNet (torchvision)
+    "resnet18": _tv("resnet18"),
+    "resnet34": _tv("resnet34"),
+    "resnet50": _tv("resnet50"),
+    "mobilenet_v2": _tv("mobilenet_v2"),
+}
+
+
+def build_model(name: str, num_classes: int, weights: Optional[str] = None) -> nn.Module:
+    """Build ``name`` from :data:`MODELS` with ``num_classes`` outputs; load ``weights`` (a
+    checkpoint of this module, or a torchvision state dict for the ImageNet models)."""
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}; available: {sorted(MODELS)}.")
+    model = MODELS[name](num_classes=num_classes)
+    if weights:
+        state = torch.load(weights, map_location="cpu", weights_only=False)
+        state = state.get("model", state) if isinstance(state, dict) else state
+        if isinstance(model, TorchvisionClassifier) and not any(
+            k.startswith(("net.", "head.")) for k in state
+        ):  # a plain torchvision state dict
+            head = "fc." if "fc.weight" in state else "classifier.1."
+            state = {("head." + k[len(head):]) if k.startswith(head) else "net." + k: v
+                     for k, v in state.items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"Weights {weights!r} do not fit {name}: missing {missing[:5]}, unexpected "
+                f"{unexpected[:5]}."
+            )
+    return model

@@ -1,0 +1,112 @@
+"""tools/train_net.py end to end on a small built-in set, in subprocesses: training logs the
+distillation loss and prints the COCO table, --eval-only works, --check-teacher refuses a
+useless teacher, and a run killed with SIGKILL resumes from its last complete checkpoint."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from luminet_det import load_config
+from luminet_det.data.digits import generate_digits_detection
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "Digits-Detection", "luminet_R50_R18.yaml")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    base = tmp_path_factory.mktemp("trainnet")
+    generate_digits_detection(str(base / "digits_det"), num_train=12, num_val=4, seed=1)
+    # a teacher checkpoint with the teacher config's architecture (random values, on disk)
+    cfg = load_config(CONFIG)
+    from luminet_det.modeling.teacher import load_teacher_cfg
+
+    tcfg = load_teacher_cfg(cfg.MODEL.DISTILL.TEACHER_CONFIG, [], "cpu")
+    torch.manual_seed(0)
+    weights = str(base / "teacher.pth")
+    torch.save({"model": build_model(tcfg).state_dict()}, weights)
+    e = dict(os.environ, DETECTRON2_DATASETS=str(base), PYTHONWARNINGS="ignore")
+    return {"base": base, "teacher": weights, "env": e}
+
+
+def _cmd(env, out, *extra, max_iter=4, period=2):
+    return [
+        sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", CONFIG,
+        *extra,
+        "MODEL.DISTILL.TEACHER_WEIGHTS", env["teacher"], "OUTPUT_DIR", str(out),
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(max_iter), "SOLVER.STEPS", "(1000,)",
+        "SOLVER.CHECKPOINT_PERIOD", str(period), "SOLVER.WARMUP_ITERS", "1",
+        "MODEL.DISTILL.WARMUP_ITERS", "0", "DATALOADER.NUM_WORKERS", "0",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64",
+    ]
+
+
+def _rows(out):
+    return [json.loads(line) for line in open(os.path.join(out, "metrics.json")) if line.strip()]
+
+
+def test_train_then_eval_only(env):
+    out = env["base"] / "run"
+    proc = subprocess.run(_cmd(env, out), env=env["env"], capture_output=True, text=True,
+                          cwd=ROOT)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    rows = _rows(out)
+    losses = [r["loss_luminet"] for r in rows if "loss_luminet" in r]
+    assert losses and all(v == v and abs(v) != float("inf") for v in losses)
+    assert any("bbox/AP" in r for r in rows)
+    assert "copypaste: AP,AP50,AP75,APs,APm,APl" in log
+    assert os.path.isfile(out / "model_final.pth")
+    ckpt = torch.load(out / "model_final.pth", weights_only=False)
+    assert not any(k.startswith("teacher.") for k in ckpt["model"])
+    assert {"optimizer", "scheduler", "iteration"} <= set(ckpt)
+
+    proc = subprocess.run(
+        _cmd(env, env["base"] / "eval", "--eval-only") + ["MODEL.WEIGHTS", str(out / "model_final.pth")],
+        env=env["env"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "copypaste: AP,AP50,AP75,APs,APm,APl" in proc.stdout + proc.stderr
+
+
+def test_check_teacher_refuses_a_random_teacher(env):
+    proc = subprocess.run(_cmd(env, env["base"] / "check", "--check-teacher"), env=env["env"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0
+    assert "TeacherTooWeakError" in proc.stderr and "below the minimum 1.0" in proc.stderr
+
+
+def test_kill_9_then_resume_continues_from_last_complete_checkpoint(env):
+    out = env["base"] / "killed"
+    proc = subprocess.Popen(_cmd(env, out, max_iter=40, period=2), env=env["env"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "model_0000003.pth").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert (out / "model_0000003.pth").exists(), "no checkpoint within 300 s"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    tagged = (out / "last_checkpoint").read_text().strip()
+    # the tag names a complete checkpoint; no partial file carries a real name
+    saved = torch.load(out / tagged, weights_only=False)
+    assert saved["iteration"] >= 3
+    assert all(not f.endswith(".pth") or f == tagged or torch.load(out / f, weights_only=False)
+               for f in os.listdir(out) if f.startswith("model_"))
+    lr_before = saved["scheduler"]["_last_lr"] if "_last_lr" in saved["scheduler"] else None
+
+    resumed = subprocess.run(_cmd(env, out, "--resume", max_iter=saved["iteration"] + 3, period=100),
+                             env=env["env"], capture_output=True, text=True, cwd=ROOT)
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-4000:]
+    assert f"Starting training from iteration {saved['iteration'] + 1}" in log
+    iters = [r["iteration"] for r in _rows(out) if "loss_luminet" in r]
+    assert max(iters) == saved["iteration"] + 2
+    final = torch.load(out / "model_final.pth", weights_only=False)
+    assert final["iteration"] == saved["iteration"] + 2
+    if lr_before is not None:
+        assert final["scheduler"]["base_lrs"] == saved["scheduler"]["base_lrs"]
