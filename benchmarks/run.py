@@ -1,0 +1,423 @@
+#!/usr/bin/env python
+"""What LumiNet costs and what it buys, side by side with KD and DKD (`make bench`).
+
+Cost (CPU, one fixed batch, interleaved repeats; ratios are computed per round, then
+summarised by median and inter-quartile range):
+  * each loss alone on ROI-sized (1024 x 81) and ImageNet-sized (512 x 1000) logits,
+    forward + backward;
+  * one DistillRCNN training step (forward, backward, SGD step) with LOSSES [], [kd], [dkd],
+    [luminet], [luminet, reviewkd], and the teacher's share of the work alone (its
+    backbone and its box head on the student's proposals);
+  * peak resident memory of a process that runs a few such steps, per configuration.
+Accuracy:
+  * built-in detection set: the teacher, and an R-18-FPN student alone / KD / DKD / LumiNet /
+    LumiNet+ReviewKD, N seeds each, through tools/train_net.py (COCO box AP);
+  * built-in classification set: resnet56 -> resnet8 with ce / kd / dkd / luminet, N seeds
+    (top-1, ECE).
+Every method gets the same hyper-parameter budget: one trial, the shipped config, never tuned
+on the validation set.
+
+Results go to benchmarks/results/<name>.md (date, machine, commit, command, tables) and
+<name>.png (bar chart). `--quick` runs everything at toy sizes (used by the tests).
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+DIGITS = os.path.join(ROOT, "configs", "Digits-Detection")
+METHODS = [("student alone", []), ("KD", ["kd"]), ("DKD", ["dkd"]), ("LumiNet", ["luminet"]),
+           ("LumiNet+ReviewKD", ["luminet", "reviewkd"])]
+METHOD_CONFIGS = {"student alone": "student_R_18_FPN.yaml", "KD": "kd_R50_R18.yaml",
+                  "DKD": "dkd_R50_R18.yaml", "LumiNet": "luminet_R50_R18.yaml",
+                  "LumiNet+ReviewKD": "luminet_reviewkd_R50_R18.yaml"}
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def summary(values):
+    values = sorted(values)
+    q = statistics.quantiles(values, n=4) if len(values) >= 2 else [values[0]] * 3
+    return {"median": statistics.median(values), "q1": q[0], "q3": q[2], "n": len(values)}
+
+
+def fmt(s, scale=1.0, digits=2):
+    return f"{s['median'] * scale:.{digits}f} [{s['q1'] * scale:.{digits}f}, {s['q3'] * scale:.{digits}f}]"
+
+
+# ----------------------------------------------------------------------------- cost: losses
+def bench_losses(repeats):
+    from luminet_det.losses import dkd_loss, kd_loss, luminet_loss
+
+    rows = []
+    for n, c in ((1024, 81), (512, 1000)):
+        g = torch.Generator().manual_seed(0)
+        s = torch.randn(n, c, generator=g, requires_grad=True)
+        t = torch.randn(n, c, generator=g) * 3
+        y = torch.randint(0, c, (n,), generator=g)
+        fns = {"kd": lambda: kd_loss(s, t, 4.0), "dkd": lambda: dkd_loss(s, t, y, 1.0, 8.0, 4.0),
+               "luminet": lambda: luminet_loss(s, t, 4.0)}
+        times = {k: [] for k in fns}
+        for _ in range(5):  # warm-up
+            for fn in fns.values():
+                fn().backward()
+        for _ in range(repeats):
+            for k, fn in fns.items():
+                s.grad = None
+                t0 = time.perf_counter()
+                fn().backward()
+                times[k].append(time.perf_counter() - t0)
+        ratios = {k: summary([a / b for a, b in zip(times[k], times["kd"])]) for k in fns}
+        for k in fns:
+            rows.append({"shape": f"{n}x{c}", "loss": k, "ms": summary(times[k]), "vs_kd": ratios[k]})
+    return rows
+
+
+# ----------------------------------------------------------------------------- cost: steps
+def _batch(n, size, num_classes=10, seed=0):
+    from detectron2.structures import Boxes, Instances
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        inst = Instances((size, size))
+        k = 3
+        xy = torch.rand(k, 2, generator=g) * (size - 48)
+        wh = 18 + torch.rand(k, 2, generator=g) * 26
+        inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], 1))
+        inst.gt_classes = torch.randint(0, num_classes, (k,), generator=g)
+        out.append({"image": torch.randint(0, 256, (3, size, size), generator=g).float(),
+                    "instances": inst, "height": size, "width": size})
+    return out
+
+
+def _distill_cfg(losses, teacher_weights, quick):
+    from luminet_det import load_config
+
+    cfg = load_config(os.path.join(DIGITS, "luminet_reviewkd_R50_R18.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.DISTILL.LOSSES = list(losses)
+    cfg.MODEL.DISTILL.TEACHER_WEIGHTS = teacher_weights
+    if quick:
+        cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
+        cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 64
+    return cfg
+
+
+def _teacher_weights(tmp, quick):
+    cached = os.path.join(ROOT, "output", "digits", "teacher_R_50_FPN", "model_final.pth")
+    if os.path.isfile(cached) and not quick:
+        return cached
+    from detectron2.modeling import build_model
+
+    from luminet_det import load_config
+    from luminet_det.modeling.teacher import load_teacher_cfg
+
+    cfg = load_config(os.path.join(DIGITS, "luminet_R50_R18.yaml"))
+    tcfg = load_teacher_cfg(cfg.MODEL.DISTILL.TEACHER_CONFIG, [], "cpu")
+    path = os.path.join(tmp, "teacher.pth")
+    torch.save({"model": build_model(tcfg).state_dict()}, path)
+    return path  # step times do not depend on the weights' values
+
+
+def bench_steps(repeats, quick, tmp):
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
+
+    weights = _teacher_weights(tmp, quick)
+    images, size = (2, 64) if quick else (8, 128)
+    inputs = _batch(images, size)
+    models = {}
+    for name, losses in METHODS:
+        torch.manual_seed(0)
+        m = build_model(_distill_cfg(losses, weights, quick))
+        m.train()
+        models[name] = (m, torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4))
+    times = {name: [] for name in models}
+    times["teacher alone"] = []
+    luminet_model = models["LumiNet"][0]
+    with EventStorage(10_000):
+        for r in range(repeats + 2):
+            for name, (m, opt) in models.items():
+                torch.manual_seed(r)
+                t0 = time.perf_counter()
+                loss = sum(m(inputs).values())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if r >= 2:
+                    times[name].append(time.perf_counter() - t0)
+            # the teacher's share: its images, backbone and box head on sampled proposals
+            captured = {}
+            with luminet_model._capture_student(captured):
+                luminet_model(inputs)
+            t0 = time.perf_counter()
+            luminet_model._teacher_forward(inputs, captured["proposals"], need_logits=True)
+            if r >= 2:
+                times["teacher alone"].append(time.perf_counter() - t0)
+    student = times["student alone"]
+    rows = []
+    for name, ts in times.items():
+        rows.append({"config": name, "s": summary(ts),
+                     "vs_student": summary([a / b for a, b in zip(ts, student)]),
+                     "vs_kd": summary([a / b for a, b in zip(ts, times["KD"])])})
+    overhead = [(lu - st) / te for lu, st, te in zip(times["LumiNet"], student, times["teacher alone"])]
+    return rows, summary(overhead)
+
+
+def _memory_worker(losses, weights, quick):
+    """Run in a subprocess: peak RSS (MB) of building the model and 3 training steps."""
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
+
+    import luminet_det  # noqa: F401
+
+    m = build_model(_distill_cfg(losses, weights, quick))
+    m.train()
+    images, size = (2, 64) if quick else (8, 128)
+    inputs = _batch(images, size)
+    with EventStorage(10_000):
+        for _ in range(3):
+            sum(m(inputs).values()).backward()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench_memory(quick, tmp):
+    weights = _teacher_weights(tmp, quick)
+    out = {}
+    for name, losses in METHODS:
+        code = (f"import sys, json; sys.path.insert(0, {ROOT!r}); from benchmarks.run import "
+                f"_memory_worker; print('MB', _memory_worker({losses!r}, {weights!r}, {quick}))")
+        proc = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                              text=True, cwd=ROOT)
+        line = [x for x in proc.stdout.splitlines() if x.startswith("MB ")]
+        if not line:
+            raise RuntimeError(f"memory worker for {name} failed:\n{proc.stderr[-2000:]}")
+        out[name] = float(line[0].split()[1])
+    return out
+
+
+# ----------------------------------------------------------------------------- accuracy
+def _final_ap(output_dir):
+    rows = [json.loads(x) for x in open(os.path.join(output_dir, "metrics.json")) if x.strip()]
+    rows = [r for r in rows if "bbox/AP" in r]
+    return rows[-1]["bbox/AP"]
+
+
+def bench_detection_accuracy(seeds, quick, out_root, env):
+    teacher_final = os.path.join(ROOT, "output", "digits", "teacher_R_50_FPN", "model_final.pth")
+    extra_common = ["DATALOADER.NUM_WORKERS", "1"]
+    if quick:
+        extra_common += ["SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1",
+                         "SOLVER.STEPS", "(100,)", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+                         "DATALOADER.NUM_WORKERS", "0"]
+    if quick:
+        teacher = _teacher_weights(out_root, True)
+        teacher_ap = float("nan")
+    else:
+        if not os.path.isfile(teacher_final):
+            log("training the teacher (teacher_R_50_FPN.yaml) first")
+            subprocess.run([sys.executable, "tools/train_net.py", "--config-file",
+                            os.path.join(DIGITS, "teacher_R_50_FPN.yaml")], check=True, cwd=ROOT, env=env)
+        teacher = teacher_final
+        teacher_ap = _final_ap(os.path.dirname(teacher_final))
+    results = {"teacher R-50-FPN": [teacher_ap]}
+    for name, _ in METHODS:
+        results[name] = []
+        for seed in range(seeds):
+            out = os.path.join(out_root, "det", name.replace(" ", "_").replace("+", "_"), f"seed{seed}")
+            cmd = [sys.executable, "tools/train_net.py", "--config-file",
+                   os.path.join(DIGITS, METHOD_CONFIGS[name]), "SEED", str(seed), "OUTPUT_DIR", out,
+                   *extra_common]
+            if name != "student alone":
+                cmd += ["MODEL.DISTILL.TEACHER_WEIGHTS", teacher]
+            log(f"detection: {name}, seed {seed}")
+            t0 = time.time()
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+            results[name].append(_final_ap(out))
+            log(f"  AP {results[name][-1]:.2f} ({time.time() - t0:.0f} s)")
+    return results
+
+
+def bench_classification_accuracy(seeds, quick, out_root):
+    from luminet_det.cls import Trainer, load_config
+
+    base = os.path.join(ROOT, "configs", "Digits-Classification")
+    # quick: one epoch at a small LR (a one-epoch teacher gives wild logits)
+    epochs = ["SOLVER.EPOCHS=1", "SOLVER.LR_STEPS=[1]", "SOLVER.LR=0.005"] if quick else []
+    teacher_dir = os.path.join(out_root, "cls", "teacher")
+    teacher = os.path.join(teacher_dir, "best.pth")
+    if not os.path.isfile(teacher):
+        log("classification: training the resnet56 teacher")
+        cfg = load_config(os.path.join(base, "teacher_resnet56.yaml"), [f"OUTPUT_DIR={teacher_dir}", *epochs])
+        Trainer(cfg, progress=False).train()
+    t_top1 = torch.load(teacher, weights_only=False)["metrics"]["top1"]
+    results = {"teacher resnet56": [(t_top1, float("nan"))]}
+    files = {"student alone": "ce_resnet8.yaml", "KD": "kd_resnet56_resnet8.yaml",
+             "DKD": "dkd_resnet56_resnet8.yaml", "LumiNet": "luminet_resnet56_resnet8.yaml"}
+    for name, file in files.items():
+        results[name] = []
+        for seed in range(seeds):
+            out = os.path.join(out_root, "cls", name.replace(" ", "_"), f"seed{seed}")
+            cfg = load_config(os.path.join(base, file), [
+                f"OUTPUT_DIR={out}", f"SEED={seed}", f"MODEL.TEACHER_WEIGHTS={teacher}", *epochs])
+            r = Trainer(cfg, progress=False).train()
+            results[name].append((r["top1"], r["ece"]))
+            log(f"classification: {name}, seed {seed}: top-1 {r['top1']:.2f}, ECE {r['ece']:.2f}")
+    return results
+
+
+# ----------------------------------------------------------------------------- report
+def _commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _mean_std(values):
+    vals = [v for v in values if v == v]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return f"{vals[0]:.1f}"
+    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
+
+
+def write_report(path_md, args, losses, steps, overhead, memory, det, cls, elapsed):
+    lines = [f"# Benchmark: {os.path.basename(path_md)[:-3]}", "",
+             f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
+             f"- machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+             f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+             f"- commit: {_commit()}",
+             f"- command: `{' '.join(['python'] + sys.argv)}`",
+             f"- wall time: {elapsed / 60:.1f} min", ""]
+    if losses:
+        lines += ["## Cost of the losses alone (forward + backward, CPU)", "",
+                  "median [q1, q3] over interleaved repeats; the ratio is computed per round.", "",
+                  "| logits | loss | time (ms) | ÷ kd_loss |", "|---|---|---|---|"]
+        lines += [f"| {r['shape']} | {r['loss']} | {fmt(r['ms'], 1e3)} | {fmt(r['vs_kd'])} |" for r in losses]
+        lumi = {r["shape"]: r["vs_kd"]["median"] for r in losses if r["loss"] == "luminet"}
+        lines += ["", "Target `luminet_loss` ≤ 1.5× `kd_loss`: " + ", ".join(
+            f"{k}: {v:.2f}× ({'met' if v <= 1.5 else 'NOT met'})" for k, v in lumi.items()), ""]
+    if steps:
+        lines += ["## Cost of one training step (DistillRCNN, R-50-FPN teacher → R-18-FPN student)", "",
+                  "| configuration | step time (s) | ÷ student alone | ÷ KD step | peak RSS (MB) |",
+                  "|---|---|---|---|---|"]
+        for r in steps:
+            mem = memory.get(r["config"]) if memory else None
+            lines.append(f"| {r['config']} | {fmt(r['s'])} | {fmt(r['vs_student'])} | {fmt(r['vs_kd'])} | "
+                         f"{f'{mem:.0f}' if mem else '-'} |")
+        lu = next(r for r in steps if r["config"] == "LumiNet")["vs_kd"]["median"]
+        lines += ["", f"Target LumiNet step ≤ 1.02× KD step: {lu:.3f}× ({'met' if lu <= 1.02 else 'NOT met'}).",
+                  f"Target LumiNet overhead over the student alone ≤ 1.1× the teacher's share: "
+                  f"{overhead['median']:.2f}× [{overhead['q1']:.2f}, {overhead['q3']:.2f}] "
+                  f"({'met' if overhead['median'] <= 1.1 else 'NOT met'}).", ""]
+    if det:
+        lines += ["## Accuracy: built-in detection set (digits_det_val, COCO box AP)", "",
+                  "Same budget for every student (the configs in configs/Digits-Detection/, one "
+                  "hyper-parameter trial each, nothing tuned on val); mean ± std over seeds.", "",
+                  "| model | AP | seeds |", "|---|---|---|"]
+        lines += [f"| {k} | {_mean_std(v)} | {len(v)} |" for k, v in det.items()]
+        lines.append("")
+    if cls:
+        lines += ["## Accuracy: built-in classification set (digits, resnet56 → resnet8)", "",
+                  "| model | top-1 (%) | ECE (%) | seeds |", "|---|---|---|---|"]
+        lines += [f"| {k} | {_mean_std([a for a, _ in v])} | {_mean_std([e for _, e in v])} | {len(v)} |"
+                  for k, v in cls.items()]
+        lines.append("")
+    with open(path_md, "w") as f:
+        f.write("\n".join(lines))
+
+
+def write_chart(path_png, det, cls):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(t, d) for t, d in (("detection: box AP", det), ("classification: top-1 (%)", cls)) if d]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (title, data) in zip(axes[0], panels):
+        names = list(data)
+        vals = [[x if not isinstance(x, tuple) else x[0] for x in data[n]] for n in names]
+        vals = [[x for x in v if x == x] for v in vals]
+        means = [statistics.mean(v) if v else 0 for v in vals]
+        stds = [statistics.stdev(v) if len(v) > 1 else 0 for v in vals]
+        colors = ["#888888" if n.startswith("teacher") else "#c44e52" if n.startswith("LumiNet")
+                  else "#4c72b0" for n in names]
+        ax.bar(range(len(names)), means, yerr=stds, color=colors, capsize=4)
+        ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
+        ax.set_title(title)
+        for i, m in enumerate(means):
+            ax.text(i, m, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path_png, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="toy sizes (tests)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["losses", "steps", "memory", "det", "cls"])
+    parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results"))
+    parser.add_argument("--name", default=None, help="results file stem (default: date)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.repeats = 1, 3
+    start = time.time()
+    os.makedirs(args.results, exist_ok=True)
+    name = args.name or ("quick" if args.quick else datetime.date.today().isoformat())
+    work = tempfile.mkdtemp(prefix="luminet_bench_") if args.quick else os.path.join(ROOT, "output", "bench")
+    os.makedirs(work, exist_ok=True)
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    import luminet_det  # noqa: F401  (registers DistillRCNN and the datasets)
+
+    if args.quick:
+        from luminet_det.data.digits import generate_digits_detection
+
+        generate_digits_detection(os.path.join(work, "digits_det"), num_train=8, num_val=4)
+        env["DETECTRON2_DATASETS"] = work
+    losses = steps = overhead = memory = det = cls = None
+    if "losses" not in args.skip:
+        log("cost of the losses alone")
+        losses = bench_losses(20 if args.quick else 200)
+    if "steps" not in args.skip:
+        log("cost of one training step per configuration")
+        steps, overhead = bench_steps(args.repeats, args.quick, work)
+    if "memory" not in args.skip:
+        log("peak memory per configuration")
+        memory = bench_memory(args.quick, work)
+    if "det" not in args.skip:
+        det = bench_detection_accuracy(args.seeds, args.quick, work, env)
+    if "cls" not in args.skip:
+        cls = bench_classification_accuracy(args.seeds, args.quick, work)
+    md = os.path.join(args.results, f"{name}.md")
+    write_report(md, args, losses, steps, overhead, memory, det, cls, time.time() - start)
+    write_chart(os.path.join(args.results, f"{name}.png"), det, cls)
+    log(f"wrote {md}")
+    print(open(md).read())
+
+
+if __name__ == "__main__":
+    main()
