@@ -130,6 +130,8 @@ def plot_metrics(runs: Dict[str, str], path: str) -> Dict[str, Dict[str, List]]:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 4.5))
     plotted: Dict[str, Dict[str, List]] = {}
     styles = ["-", "--", ":", "-."]
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors: Dict[str, str] = {}  # one colour per series, one line style per run
     for n, (label, p) in enumerate(runs.items()):
         rows = read_metrics(p)
         xkey = "iteration" if any("iteration" in r for r in rows) else "epoch"
@@ -147,8 +149,9 @@ def plot_metrics(runs: Dict[str, str], path: str) -> Dict[str, Dict[str, List]]:
             xs, ys = zip(*pts)
             is_acc = key in ("bbox/AP", "bbox/AP50", "top1")
             ax = ax_acc if is_acc else ax_loss
-            ax.plot(xs, ys, styles[n % len(styles)], marker="o" if is_acc else None, markersize=4,
-                    label=f"{label}: {key}")
+            color = colors.setdefault(key, palette[len(colors) % len(palette)])
+            ax.plot(xs, ys, styles[n % len(styles)], color=color, marker="o" if is_acc else None,
+                    markersize=5, label=f"{label}: {key}")
         ax_loss.set_xlabel(xkey)
         ax_acc.set_xlabel(xkey)
     ax_loss.set_title("losses")

@@ -288,3 +288,20 @@ def test_degenerate_batches_stay_finite(teacher_files):
     empty[0]["instances"] = inst
     losses = _train_step(model, empty)
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_same_seed_same_losses_on_cpu(teacher_files):
+    def run():
+        model = _build(distill_cfg(*teacher_files, losses=["luminet", "dkd"], norm="BN"), seed=11)
+        model.train()
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        out = []
+        for it in range(3):
+            losses = _train_step(model, batch(seed=it), it=it)
+            out.append({k: v.item() for k, v in losses.items()})
+            opt.zero_grad()
+            sum(losses.values()).backward()
+            opt.step()
+        return out
+
+    assert run() == run()
