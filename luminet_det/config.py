@@ -42,6 +42,12 @@ def add_luminet_config(cfg: CN) -> None:
     # List of KEY VALUE overrides applied to the teacher's config after TEACHER_CONFIG, e.g.
     # ["MODEL.ROI_HEADS.NUM_CLASSES", 10]. MODEL.DEVICE always follows the student's.
     _C.MODEL.DISTILL.TEACHER_OPTS = []
+    # Teacher ensemble (paper A.2): configs and weights of further teachers, paired one to one
+    # (same forms as TEACHER_CONFIG / TEACHER_WEIGHTS; relative configs resolve like it). Their
+    # ROI logits on the student's proposals are averaged with the first teacher's before any
+    # logit loss; feature losses use the first teacher. [] = a single teacher.
+    _C.MODEL.DISTILL.ENSEMBLE_CONFIGS = []
+    _C.MODEL.DISTILL.ENSEMBLE_WEIGHTS = []
     # Distillation losses added to the student's detection losses. Any subset of
     # "luminet", "kd", "dkd" (logit losses on the student's sampled ROIs) and "reviewkd"
     # (feature loss on the FPN levels). [] trains the student alone (still with a teacher
@@ -58,6 +64,11 @@ def add_luminet_config(cfg: CN) -> None:
     _C.MODEL.DISTILL.LUMINET.WEIGHT = 1.0
     # Epsilon (> 0) added to the per-class variance of the perception.
     _C.MODEL.DISTILL.LUMINET.EPS = 1e-5
+    # Where the perception statistics come from (luminet_det/stats.py): "batch" (the paper:
+    # each process's own sampled ROIs), "sync" (the ROIs of all processes, gradients as with
+    # SyncBatchNorm), or "global" (the teacher's running statistics over all ROIs seen so far,
+    # saved in checkpoints; the student keeps batch statistics).
+    _C.MODEL.DISTILL.LUMINET.STATS = "batch"
 
     _C.MODEL.DISTILL.KD = CN()
     # Temperature T (> 0) of Hinton's KD; the loss is scaled by T^2.
@@ -85,22 +96,27 @@ def add_luminet_config(cfg: CN) -> None:
 
 
 def resolve_teacher_config_path(cfg: CN, student_config_file: str) -> None:
-    """Make a relative ``MODEL.DISTILL.TEACHER_CONFIG`` absolute, resolving it against the
-    directory of the student's config file when the file exists there (in place).
+    """Make a relative ``MODEL.DISTILL.TEACHER_CONFIG`` (and ``ENSEMBLE_CONFIGS``) absolute,
+    resolving it against the directory of the student's config file when the file exists there
+    (in place).
 
     Zoo names (which exist only inside detectron2's model zoo) and absolute paths are left as
     they are.
     """
-    path = cfg.MODEL.DISTILL.TEACHER_CONFIG
-    if not path or os.path.isabs(path) or "://" in path:
-        return
-    candidate = os.path.join(os.path.dirname(os.path.abspath(student_config_file)), path)
-    if os.path.isfile(candidate):
-        was_frozen = cfg.is_frozen()
-        cfg.defrost()
-        cfg.MODEL.DISTILL.TEACHER_CONFIG = os.path.normpath(candidate)
-        if was_frozen:
-            cfg.freeze()
+    base = os.path.dirname(os.path.abspath(student_config_file))
+
+    def resolve(path: str) -> str:
+        if not path or os.path.isabs(path) or "://" in path:
+            return path
+        candidate = os.path.join(base, path)
+        return os.path.normpath(candidate) if os.path.isfile(candidate) else path
+
+    was_frozen = cfg.is_frozen()
+    cfg.defrost()
+    cfg.MODEL.DISTILL.TEACHER_CONFIG = resolve(cfg.MODEL.DISTILL.TEACHER_CONFIG)
+    cfg.MODEL.DISTILL.ENSEMBLE_CONFIGS = [resolve(p) for p in cfg.MODEL.DISTILL.ENSEMBLE_CONFIGS]
+    if was_frozen:
+        cfg.freeze()
 
 
 def _all_keys(node: CN, prefix: str = "") -> list:

@@ -17,7 +17,7 @@ Common conventions of every loss here:
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -124,6 +124,9 @@ def luminet_loss(
     teacher_logits: torch.Tensor,
     temperature: float = 4.0,
     eps: float = 1e-5,
+    *,
+    student_moments: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    teacher_moments: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> torch.Tensor:
     """LumiNet distillation loss (Hossain et al., "LumiNet: Perception-Driven Knowledge
     Distillation via Statistical Logit Calibration", section 3.2, Eq. 2)::
@@ -140,18 +143,25 @@ def luminet_loss(
         teacher_logits (Tensor): (N, C) teacher logits; detached (receives no gradient).
         temperature (float): T > 0.
         eps (float): > 0, variance epsilon of :func:`perception`.
+        student_moments, teacher_moments ((Tensor, Tensor), optional): (mean, biased var),
+            each (C,), to use instead of each side's own batch statistics (see
+            :mod:`luminet_det.stats`: statistics over all processes or over the data set).
 
     Returns:
         Tensor: scalar float loss. ``0.0`` (connected to the student graph) for N = 0; also
-        exactly ``0.0`` for N = 1, where both perceptions are all zeros.
+        exactly ``0.0`` for N = 1 with batch statistics, where both perceptions are all zeros.
     """
     _check_pair(student_logits, teacher_logits)
     _check_positive("temperature", temperature)
     _check_positive("eps", eps)
     if student_logits.shape[0] == 0:
         return _empty_loss(student_logits)
-    h_s = perception(student_logits, eps)
-    h_t = perception(teacher_logits.detach(), eps).to(h_s.dtype)
+    s_mean, s_var = student_moments if student_moments is not None else (None, None)
+    t_mean, t_var = teacher_moments if teacher_moments is not None else (None, None)
+    h_s = perception(student_logits, eps, mean=s_mean, var=s_var)
+    t_mean = t_mean.detach() if t_mean is not None else None
+    t_var = t_var.detach() if t_var is not None else None
+    h_t = perception(teacher_logits.detach(), eps, mean=t_mean, var=t_var).to(h_s.dtype)
     return _kl_rows(
         F.log_softmax(h_t / temperature, dim=1), F.log_softmax(h_s / temperature, dim=1)
     )

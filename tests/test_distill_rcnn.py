@@ -305,3 +305,27 @@ def test_same_seed_same_losses_on_cpu(teacher_files):
         return out
 
     assert run() == run()
+
+
+def test_teacher_ensemble_averages_roi_logits_and_stays_frozen(teacher_files, tmp_path):
+    second = save_teacher(tmp_path, seed=999, name="second")
+    cfg = distill_cfg(*teacher_files, losses=["kd"])
+    cfg.MODEL.DISTILL.ENSEMBLE_CONFIGS = [second[0]]
+    cfg.MODEL.DISTILL.ENSEMBLE_WEIGHTS = [second[1]]
+    model = _build(cfg)
+    model.train()
+    assert len(model.extra_teachers) == 1 and not model.extra_teachers[0].training
+    assert all(not p.requires_grad for p in model.extra_teachers.parameters())
+    assert not any(k.startswith("extra_teachers.") for k in model.state_dict())
+    rec = {}
+    model.roi_heads.box_predictor.register_forward_hook(lambda m, i, o: rec.__setitem__("s", o[0]))
+    model.teacher.roi_heads.box_predictor.register_forward_hook(lambda m, i, o: rec.__setitem__("t1", o[0]))
+    model.extra_teachers[0].roi_heads.box_predictor.register_forward_hook(
+        lambda m, i, o: rec.__setitem__("t2", o[0]))
+    losses = _train_step(model, batch())
+    expected = kd_loss(rec["s"], (rec["t1"] + rec["t2"]) / 2, 1.0)
+    assert losses["loss_kd"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert not torch.allclose(rec["t1"], rec["t2"])
+    cfg.MODEL.DISTILL.ENSEMBLE_WEIGHTS = []
+    with pytest.raises(ValueError, match="pair up one to one"):
+        build_model(cfg)

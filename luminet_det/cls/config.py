@@ -53,6 +53,10 @@ def get_cfg() -> CN:
     c.METHOD.DKD_BETA = 8.0
     # Variance epsilon of LumiNet's perception.
     c.METHOD.EPS = 1e-5
+    # Where LumiNet's statistics come from: "batch" (the paper), "sync" (all processes'
+    # batches under torchrun) or "global" (the teacher's running statistics over the training
+    # set, saved in last.pth). See luminet_det/stats.py.
+    c.METHOD.STATS = "batch"
 
     c.SOLVER = CN()
     # Images per optimisation step (summed over processes under torchrun).
@@ -92,6 +96,10 @@ def load_config(path: str = "", overrides: Sequence[str] = ()) -> CN:
         raise ValueError(f"{e}. Valid keys: see luminet_det/cls/config.py.") from None
     if cfg.METHOD.NAME not in METHODS:
         raise ValueError(f"METHOD.NAME must be one of {list(METHODS)}, got {cfg.METHOD.NAME!r}.")
+    from luminet_det.stats import STATS_MODES
+
+    if cfg.METHOD.STATS not in STATS_MODES:
+        raise ValueError(f"METHOD.STATS must be one of {list(STATS_MODES)}, got {cfg.METHOD.STATS!r}.")
     if cfg.METHOD.TEMPERATURE <= 0:
         raise ValueError(f"METHOD.TEMPERATURE must be > 0, got {cfg.METHOD.TEMPERATURE}.")
     if cfg.METHOD.NAME != "ce" and not cfg.MODEL.TEACHER_WEIGHTS:

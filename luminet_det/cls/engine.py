@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from luminet_det.losses import dkd_loss, kd_loss, luminet_loss
+from luminet_det.losses import dkd_loss, kd_loss
+from luminet_det.stats import LuminetLoss
 
 from .data import NUM_CLASSES, build_dataset
 from .metrics import classification_report
@@ -26,15 +27,16 @@ DistillFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 # method -> (student logits, teacher logits, labels) -> unweighted loss; "ce" has none.
 _DISTILL: Dict[str, Callable[..., DistillFn]] = {
-    "kd": lambda m: lambda s, t, y: kd_loss(s, t, m.TEMPERATURE),
-    "dkd": lambda m: lambda s, t, y: dkd_loss(s, t, y, m.DKD_ALPHA, m.DKD_BETA, m.TEMPERATURE),
-    "luminet": lambda m: lambda s, t, y: luminet_loss(s, t, m.TEMPERATURE, m.EPS),
+    "kd": lambda m, c: lambda s, t, y: kd_loss(s, t, m.TEMPERATURE),
+    "dkd": lambda m, c: lambda s, t, y: dkd_loss(s, t, y, m.DKD_ALPHA, m.DKD_BETA, m.TEMPERATURE),
+    "luminet": lambda m, c: LuminetLoss(temperature=m.TEMPERATURE, eps=m.EPS, stats=m.STATS,
+                                        num_classes=c),
 }
 
 
-def distillation_loss(method_cfg) -> Optional[DistillFn]:
+def distillation_loss(method_cfg, num_classes: int) -> Optional[DistillFn]:
     """The unweighted distillation loss of METHOD.NAME, or None for "ce"."""
-    return None if method_cfg.NAME == "ce" else _DISTILL[method_cfg.NAME](method_cfg)
+    return None if method_cfg.NAME == "ce" else _DISTILL[method_cfg.NAME](method_cfg, num_classes)
 
 
 def atomic_save(obj, path: str) -> None:
@@ -94,7 +96,9 @@ class Trainer:
         self.val_set = build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=False)
         self.student = build_model(cfg.MODEL.STUDENT, num_classes, cfg.MODEL.STUDENT_WEIGHTS or None)
         self.student.to(self.device)
-        self.distill = distillation_loss(cfg.METHOD)
+        self.distill = distillation_loss(cfg.METHOD, num_classes)
+        if isinstance(self.distill, nn.Module):  # e.g. LumiNet's running teacher statistics
+            self.distill.to(self.device)
         self.teacher = None
         if self.distill is not None:
             self.teacher = build_model(cfg.MODEL.TEACHER, num_classes, cfg.MODEL.TEACHER_WEIGHTS)
@@ -137,6 +141,8 @@ class Trainer:
         self.student.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if isinstance(self.distill, nn.Module) and "distill" in state:
+            self.distill.load_state_dict(state["distill"])
         self.start_epoch, self.best_top1 = state["epoch"] + 1, state["best_top1"]
         logger.info(f"Resumed from {self.last_path} at epoch {self.start_epoch}.")
 
@@ -151,7 +157,8 @@ class Trainer:
             {"model": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
              "scheduler": self.scheduler.state_dict(), "epoch": epoch,
              "best_top1": self.best_top1, "arch": self.cfg.MODEL.STUDENT,
-             "config": self.cfg.dump()},
+             "config": self.cfg.dump(),
+             "distill": self.distill.state_dict() if isinstance(self.distill, nn.Module) else {}},
             self.last_path,
         )
 
@@ -163,6 +170,8 @@ class Trainer:
     def train_epoch(self, epoch: int) -> Dict[str, float]:
         cfg, m = self.cfg, self.cfg.METHOD
         self.model.train()
+        if isinstance(self.distill, nn.Module):
+            self.distill.train()
         if isinstance(self.train_loader.sampler, torch.utils.data.DistributedSampler):
             self.train_loader.sampler.set_epoch(epoch)
         totals = {"loss": 0.0, "loss_ce": 0.0, "loss_distill": 0.0}

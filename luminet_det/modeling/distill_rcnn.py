@@ -13,7 +13,8 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from luminet_det.config import FEATURE_LOSSES, LOGIT_LOSSES
-from luminet_det.losses import dkd_loss, kd_loss, luminet_loss
+from luminet_det.losses import dkd_loss, kd_loss
+from luminet_det.stats import LuminetLoss
 
 from .reviewkd import ReviewKD
 from .teacher import build_teacher, freeze, load_teacher_cfg
@@ -23,14 +24,12 @@ __all__ = ["DistillRCNN", "student_state_dict", "STUDENT_EXCLUDED_PREFIXES"]
 logger = logging.getLogger(__name__)
 
 #: Prefixes of DistillRCNN state-dict keys that are not part of the student detector.
-STUDENT_EXCLUDED_PREFIXES = ("teacher.", "feature_losses.")
+STUDENT_EXCLUDED_PREFIXES = (
+    "teacher.", "extra_teachers.", "feature_losses.", "logit_loss_modules."
+)
 
 #: A logit loss term: (student logits (R, K+1), teacher logits (R, K+1), gt classes (R,)) -> scalar
 LogitLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _luminet(s, t, gt_classes, *, temperature: float, eps: float):
-    return luminet_loss(s, t, temperature=temperature, eps=eps)
 
 
 def _kd(s, t, gt_classes, *, temperature: float):
@@ -41,13 +40,14 @@ def _dkd(s, t, gt_classes, *, alpha: float, beta: float, temperature: float):
     return dkd_loss(s, t, gt_classes, alpha=alpha, beta=beta, temperature=temperature)
 
 
-# name -> builder taking the MODEL.DISTILL node; the only place loss names meet the config.
+# name -> builder taking (the MODEL.DISTILL node, number of logit columns K+1); the only place
+# loss names meet the config.
 _LOGIT_LOSS_BUILDERS: Dict[str, Callable[..., LogitLoss]] = {
-    "luminet": lambda d: functools.partial(
-        _luminet, temperature=d.LUMINET.TEMPERATURE, eps=d.LUMINET.EPS
+    "luminet": lambda d, c: LuminetLoss(
+        temperature=d.LUMINET.TEMPERATURE, eps=d.LUMINET.EPS, stats=d.LUMINET.STATS, num_classes=c
     ),
-    "kd": lambda d: functools.partial(_kd, temperature=d.KD.TEMPERATURE),
-    "dkd": lambda d: functools.partial(
+    "kd": lambda d, c: functools.partial(_kd, temperature=d.KD.TEMPERATURE),
+    "dkd": lambda d, c: functools.partial(
         _dkd, alpha=d.DKD.ALPHA, beta=d.DKD.BETA, temperature=d.DKD.TEMPERATURE
     ),
 }
@@ -92,6 +92,7 @@ class DistillRCNN(GeneralizedRCNN):
         feature_losses: Optional[Dict[str, nn.Module]] = None,
         loss_weights: Optional[Dict[str, float]] = None,
         warmup_iters: int = 0,
+        extra_teachers: Optional[List[GeneralizedRCNN]] = None,
         **kwargs,
     ):
         """
@@ -104,6 +105,9 @@ class DistillRCNN(GeneralizedRCNN):
                 ``module(student_features, teacher_features)`` on the backbone outputs.
             loss_weights (dict[str, float]): name -> weight (>= 0), one per loss above.
             warmup_iters (int): >= 0; weights ramp as ``min(iter / warmup_iters, 1)``.
+            extra_teachers (list[GeneralizedRCNN]): more teachers for an ensemble (paper A.2):
+                the ROI logits of all teachers on the student's proposals are averaged before
+                any logit loss; feature losses use ``teacher``'s features. Frozen like it.
             kwargs: the arguments of :class:`GeneralizedRCNN`.
         """
         super().__init__(**kwargs)
@@ -126,9 +130,16 @@ class DistillRCNN(GeneralizedRCNN):
         if not isinstance(warmup_iters, int) or warmup_iters < 0:
             raise ValueError(f"MODEL.DISTILL.WARMUP_ITERS must be an int >= 0, got {warmup_iters!r}")
 
-        self._check_compatible(teacher)
+        extra_teachers = list(extra_teachers or [])
+        for t in [teacher] + extra_teachers:
+            self._check_compatible(t)
         self.teacher = freeze(teacher)
+        self.extra_teachers = nn.ModuleList(freeze(t) for t in extra_teachers)
         self.logit_losses = logit_losses
+        # losses with state (e.g. LumiNet's running teacher statistics) are saved in checkpoints
+        self.logit_loss_modules = nn.ModuleDict(
+            {k: v for k, v in logit_losses.items() if isinstance(v, nn.Module)}
+        )
         self.feature_losses = nn.ModuleDict(feature_losses)
         self.loss_weights = {k: _check_weight(k, v) for k, v in loss_weights.items()}
         self.warmup_iters = warmup_iters
@@ -189,6 +200,20 @@ class DistillRCNN(GeneralizedRCNN):
                 "checkpoint with N classes)."
             )
         teacher = build_teacher(teacher_cfg, d.TEACHER_WEIGHTS, d.TEACHER_CONFIG)
+        extra_teachers = []
+        if len(d.ENSEMBLE_CONFIGS) != len(d.ENSEMBLE_WEIGHTS):
+            raise ValueError(
+                f"MODEL.DISTILL.ENSEMBLE_CONFIGS ({len(d.ENSEMBLE_CONFIGS)} items) and "
+                f"ENSEMBLE_WEIGHTS ({len(d.ENSEMBLE_WEIGHTS)} items) must pair up one to one."
+            )
+        for config, weights in zip(d.ENSEMBLE_CONFIGS, d.ENSEMBLE_WEIGHTS):
+            ecfg = load_teacher_cfg(config, [], cfg.MODEL.DEVICE)
+            if ecfg.MODEL.ROI_HEADS.NUM_CLASSES != s_classes:
+                raise ValueError(
+                    f"Ensemble teacher {config!r} has NUM_CLASSES="
+                    f"{ecfg.MODEL.ROI_HEADS.NUM_CLASSES}, the student {s_classes}."
+                )
+            extra_teachers.append(build_teacher(ecfg, weights, config))
         feature_losses = {}
         if "reviewkd" in losses:
             feature_losses["reviewkd"] = ReviewKD(
@@ -199,10 +224,15 @@ class DistillRCNN(GeneralizedRCNN):
             )
         ret.update(
             teacher=teacher,
-            logit_losses={n: _LOGIT_LOSS_BUILDERS[n](d) for n in losses if n in LOGIT_LOSSES},
+            logit_losses={
+                n: _LOGIT_LOSS_BUILDERS[n](d, cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1)
+                for n in losses
+                if n in LOGIT_LOSSES
+            },
             feature_losses=feature_losses,
             loss_weights={n: d[n.upper()].WEIGHT for n in losses},
             warmup_iters=d.WARMUP_ITERS,
+            extra_teachers=extra_teachers,
         )
         return ret
 
@@ -210,6 +240,7 @@ class DistillRCNN(GeneralizedRCNN):
         """Switch the student's mode; the teacher always stays in eval mode."""
         super().train(mode)
         self.teacher.eval()
+        self.extra_teachers.eval()
         return self
 
     # ------------------------------------------------------------------------------ forward
@@ -277,18 +308,14 @@ class DistillRCNN(GeneralizedRCNN):
 
     @torch.no_grad()
     def _teacher_forward(self, batched_inputs, proposals, need_logits: bool):
-        """Teacher FPN features and its ROI logits on the student's sampled proposals."""
-        if self.teacher.input_format != self.input_format:  # RGB <-> BGR (checked in __init__)
-            batched_inputs = [dict(x, image=x["image"].flip(0)) for x in batched_inputs]
-        images = self.teacher.preprocess_image(batched_inputs)
-        features = self.teacher.backbone(images.tensor)
-        logits = None
-        if need_logits:
-            heads = self.teacher.roi_heads
-            box_features = heads.box_pooler(
-                [features[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals]
-            )
-            logits = heads.box_predictor(heads.box_head(box_features))[0]
+        """The (first) teacher's FPN features, and the ROI logits on the student's sampled
+        proposals, averaged over the ensemble when there are extra teachers."""
+        features, logits = _run_teacher(self.teacher, self.input_format, batched_inputs,
+                                        proposals, need_logits)
+        if need_logits and len(self.extra_teachers):
+            others = [_run_teacher(t, self.input_format, batched_inputs, proposals, True)[1]
+                      for t in self.extra_teachers]
+            logits = torch.stack([logits] + others).mean(0)
         return features, logits
 
     def _warmup_factor(self, iteration: Optional[int]) -> float:
@@ -296,6 +323,21 @@ class DistillRCNN(GeneralizedRCNN):
         if self.warmup_iters <= 0 or iteration is None:
             return 1.0
         return min(iteration / self.warmup_iters, 1.0)
+
+
+def _run_teacher(teacher, student_format, batched_inputs, proposals, need_logits: bool):
+    if teacher.input_format != student_format:  # RGB <-> BGR (checked in __init__)
+        batched_inputs = [dict(x, image=x["image"].flip(0)) for x in batched_inputs]
+    images = teacher.preprocess_image(batched_inputs)
+    features = teacher.backbone(images.tensor)
+    logits = None
+    if need_logits:
+        heads = teacher.roi_heads
+        box_features = heads.box_pooler(
+            [features[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals]
+        )
+        logits = heads.box_predictor(heads.box_head(box_features))[0]
+    return features, logits
 
 
 def _current_storage():
@@ -316,11 +358,14 @@ def _check_finite(what: str, value: torch.Tensor, iteration: Optional[int]) -> t
     return value
 
 
+_TEACHER_PREFIXES = ("teacher.", "extra_teachers.")
+
+
 def _drop_teacher_keys(module, state_dict, prefix, local_metadata):
-    for key in [k for k in state_dict if k.startswith(prefix + "teacher.")]:
+    for key in [k for k in state_dict if k.startswith(tuple(prefix + p for p in _TEACHER_PREFIXES))]:
         del state_dict[key]
 
 
 def _ignore_missing_teacher_keys(module, incompatible_keys):
     missing = incompatible_keys.missing_keys
-    missing[:] = [k for k in missing if not k.startswith("teacher.")]
+    missing[:] = [k for k in missing if not k.startswith(_TEACHER_PREFIXES)]
