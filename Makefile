@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?= -q
 
-.PHONY: setup demo test bench clean-env
+.PHONY: setup demo test bench lint format clean-env
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,14 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+lint: setup
+	$(PY) -m black --check luminet_det tools tests benchmarks datasets setup.py
+	$(PY) -m isort --check-only luminet_det tools tests benchmarks datasets setup.py
+
+format: setup
+	$(PY) -m isort luminet_det tools tests benchmarks datasets setup.py
+	$(PY) -m black luminet_det tools tests benchmarks datasets setup.py
 
 clean-env:
 	rm -rf .venv

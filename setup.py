@@ -3,6 +3,7 @@
 detectron2 is not on PyPI under its own name, so it is not listed in ``install_requires``;
 ``scripts/setup.sh`` (behind ``make demo`` / ``make test``) installs it. See README.md.
 """
+
 from setuptools import find_packages, setup
 
 setup(

@@ -20,6 +20,7 @@ on the validation set.
 Results go to benchmarks/results/<name>.md (date, machine, commit, command, tables) and
 <name>.png (bar chart). `--quick` runs everything at toy sizes (used by the tests).
 """
+
 import argparse
 import datetime
 import json
@@ -37,11 +38,20 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 DIGITS = os.path.join(ROOT, "configs", "Digits-Detection")
-METHODS = [("student alone", []), ("KD", ["kd"]), ("DKD", ["dkd"]), ("LumiNet", ["luminet"]),
-           ("LumiNet+ReviewKD", ["luminet", "reviewkd"])]
-METHOD_CONFIGS = {"student alone": "student_R_18_FPN.yaml", "KD": "kd_R50_R18.yaml",
-                  "DKD": "dkd_R50_R18.yaml", "LumiNet": "luminet_R50_R18.yaml",
-                  "LumiNet+ReviewKD": "luminet_reviewkd_R50_R18.yaml"}
+METHODS = [
+    ("student alone", []),
+    ("KD", ["kd"]),
+    ("DKD", ["dkd"]),
+    ("LumiNet", ["luminet"]),
+    ("LumiNet+ReviewKD", ["luminet", "reviewkd"]),
+]
+METHOD_CONFIGS = {
+    "student alone": "student_R_18_FPN.yaml",
+    "KD": "kd_R50_R18.yaml",
+    "DKD": "dkd_R50_R18.yaml",
+    "LumiNet": "luminet_R50_R18.yaml",
+    "LumiNet+ReviewKD": "luminet_reviewkd_R50_R18.yaml",
+}
 
 
 def log(msg):
@@ -68,8 +78,11 @@ def bench_losses(repeats):
         s = torch.randn(n, c, generator=g, requires_grad=True)
         t = torch.randn(n, c, generator=g) * 3
         y = torch.randint(0, c, (n,), generator=g)
-        fns = {"kd": lambda: kd_loss(s, t, 4.0), "dkd": lambda: dkd_loss(s, t, y, 1.0, 8.0, 4.0),
-               "luminet": lambda: luminet_loss(s, t, 4.0)}
+        fns = {
+            "kd": lambda: kd_loss(s, t, 4.0),
+            "dkd": lambda: dkd_loss(s, t, y, 1.0, 8.0, 4.0),
+            "luminet": lambda: luminet_loss(s, t, 4.0),
+        }
         times = {k: [] for k in fns}
         for _ in range(5):  # warm-up
             for fn in fns.values():
@@ -82,7 +95,9 @@ def bench_losses(repeats):
                 times[k].append(time.perf_counter() - t0)
         ratios = {k: summary([a / b for a, b in zip(times[k], times["kd"])]) for k in fns}
         for k in fns:
-            rows.append({"shape": f"{n}x{c}", "loss": k, "ms": summary(times[k]), "vs_kd": ratios[k]})
+            rows.append(
+                {"shape": f"{n}x{c}", "loss": k, "ms": summary(times[k]), "vs_kd": ratios[k]}
+            )
     return rows
 
 
@@ -99,8 +114,14 @@ def _batch(n, size, num_classes=10, seed=0):
         wh = 18 + torch.rand(k, 2, generator=g) * 26
         inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], 1))
         inst.gt_classes = torch.randint(0, num_classes, (k,), generator=g)
-        out.append({"image": torch.randint(0, 256, (3, size, size), generator=g).float(),
-                    "instances": inst, "height": size, "width": size})
+        out.append(
+            {
+                "image": torch.randint(0, 256, (3, size, size), generator=g).float(),
+                "instances": inst,
+                "height": size,
+                "width": size,
+            }
+        )
     return out
 
 
@@ -171,10 +192,17 @@ def bench_steps(repeats, quick, tmp):
     student = times["student alone"]
     rows = []
     for name, ts in times.items():
-        rows.append({"config": name, "s": summary(ts),
-                     "vs_student": summary([a / b for a, b in zip(ts, student)]),
-                     "vs_kd": summary([a / b for a, b in zip(ts, times["KD"])])})
-    overhead = [(lu - st) / te for lu, st, te in zip(times["LumiNet"], student, times["teacher alone"])]
+        rows.append(
+            {
+                "config": name,
+                "s": summary(ts),
+                "vs_student": summary([a / b for a, b in zip(ts, student)]),
+                "vs_kd": summary([a / b for a, b in zip(ts, times["KD"])]),
+            }
+        )
+    overhead = [
+        (lu - st) / te for lu, st, te in zip(times["LumiNet"], student, times["teacher alone"])
+    ]
     return rows, summary(overhead)
 
 
@@ -199,10 +227,13 @@ def bench_memory(quick, tmp):
     weights = _teacher_weights(tmp, quick)
     out = {}
     for name, losses in METHODS:
-        code = (f"import sys, json; sys.path.insert(0, {ROOT!r}); from benchmarks.run import "
-                f"_memory_worker; print('MB', _memory_worker({losses!r}, {weights!r}, {quick}))")
-        proc = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
-                              text=True, cwd=ROOT)
+        code = (
+            f"import sys, json; sys.path.insert(0, {ROOT!r}); from benchmarks.run import "
+            f"_memory_worker; print('MB', _memory_worker({losses!r}, {weights!r}, {quick}))"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, cwd=ROOT
+        )
         line = [x for x in proc.stdout.splitlines() if x.startswith("MB ")]
         if not line:
             raise RuntimeError(f"memory worker for {name} failed:\n{proc.stderr[-2000:]}")
@@ -221,27 +252,57 @@ def bench_detection_accuracy(seeds, quick, out_root, env):
     teacher_final = os.path.join(ROOT, "output", "digits", "teacher_R_50_FPN", "model_final.pth")
     extra_common = ["DATALOADER.NUM_WORKERS", "1"]
     if quick:
-        extra_common += ["SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1",
-                         "SOLVER.STEPS", "(100,)", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-                         "DATALOADER.NUM_WORKERS", "0"]
+        extra_common += [
+            "SOLVER.MAX_ITER",
+            "3",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "SOLVER.WARMUP_ITERS",
+            "1",
+            "SOLVER.STEPS",
+            "(100,)",
+            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+            "32",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+        ]
     if quick:
         teacher = _teacher_weights(out_root, True)
         teacher_ap = float("nan")
     else:
         if not os.path.isfile(teacher_final):
             log("training the teacher (teacher_R_50_FPN.yaml) first")
-            subprocess.run([sys.executable, "tools/train_net.py", "--config-file",
-                            os.path.join(DIGITS, "teacher_R_50_FPN.yaml")], check=True, cwd=ROOT, env=env)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "tools/train_net.py",
+                    "--config-file",
+                    os.path.join(DIGITS, "teacher_R_50_FPN.yaml"),
+                ],
+                check=True,
+                cwd=ROOT,
+                env=env,
+            )
         teacher = teacher_final
         teacher_ap = _final_ap(os.path.dirname(teacher_final))
     results = {"teacher R-50-FPN": [teacher_ap]}
     for name, _ in METHODS:
         results[name] = []
         for seed in range(seeds):
-            out = os.path.join(out_root, "det", name.replace(" ", "_").replace("+", "_"), f"seed{seed}")
-            cmd = [sys.executable, "tools/train_net.py", "--config-file",
-                   os.path.join(DIGITS, METHOD_CONFIGS[name]), "SEED", str(seed), "OUTPUT_DIR", out,
-                   *extra_common]
+            out = os.path.join(
+                out_root, "det", name.replace(" ", "_").replace("+", "_"), f"seed{seed}"
+            )
+            cmd = [
+                sys.executable,
+                "tools/train_net.py",
+                "--config-file",
+                os.path.join(DIGITS, METHOD_CONFIGS[name]),
+                "SEED",
+                str(seed),
+                "OUTPUT_DIR",
+                out,
+                *extra_common,
+            ]
             if name != "student alone":
                 cmd += ["MODEL.DISTILL.TEACHER_WEIGHTS", teacher]
             log(f"detection: {name}, seed {seed}")
@@ -264,18 +325,26 @@ def bench_classification_accuracy(seeds, quick, out_root):
     teacher = os.path.join(teacher_dir, "best.pth")
     if not os.path.isfile(teacher):
         log("classification: training the resnet56 teacher")
-        cfg = load_config(os.path.join(base, "teacher_resnet56.yaml"), [f"OUTPUT_DIR={teacher_dir}", *epochs])
+        cfg = load_config(
+            os.path.join(base, "teacher_resnet56.yaml"), [f"OUTPUT_DIR={teacher_dir}", *epochs]
+        )
         Trainer(cfg, progress=False).train()
     t_top1 = torch.load(teacher, weights_only=False)["metrics"]["top1"]
     results = {"teacher resnet56": [(t_top1, float("nan"))]}
-    files = {"student alone": "ce_resnet8.yaml", "KD": "kd_resnet56_resnet8.yaml",
-             "DKD": "dkd_resnet56_resnet8.yaml", "LumiNet": "luminet_resnet56_resnet8.yaml"}
+    files = {
+        "student alone": "ce_resnet8.yaml",
+        "KD": "kd_resnet56_resnet8.yaml",
+        "DKD": "dkd_resnet56_resnet8.yaml",
+        "LumiNet": "luminet_resnet56_resnet8.yaml",
+    }
     for name, file in files.items():
         results[name] = []
         for seed in range(seeds):
             out = os.path.join(out_root, "cls", name.replace(" ", "_"), f"seed{seed}")
-            cfg = load_config(os.path.join(base, file), [
-                f"OUTPUT_DIR={out}", f"SEED={seed}", f"MODEL.TEACHER_WEIGHTS={teacher}", *epochs])
+            cfg = load_config(
+                os.path.join(base, file),
+                [f"OUTPUT_DIR={out}", f"SEED={seed}", f"MODEL.TEACHER_WEIGHTS={teacher}", *epochs],
+            )
             r = Trainer(cfg, progress=False).train()
             results[name].append((r["top1"], r["ece"]))
             log(f"classification: {name}, seed {seed}: top-1 {r['top1']:.2f}, ECE {r['ece']:.2f}")
@@ -285,8 +354,12 @@ def bench_classification_accuracy(seeds, quick, out_root):
 # ----------------------------------------------------------------------------- report
 def _commit():
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip()
+            or "unknown"
+        )
     except OSError:
         return "unknown"
 
@@ -301,46 +374,84 @@ def _mean_std(values):
 
 
 def write_report(path_md, args, losses, steps, overhead, memory, det, cls, elapsed):
-    lines = [f"# Benchmark: {os.path.basename(path_md)[:-3]}", "",
-             f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
-             f"- machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-             f"torch {torch.__version__}, {torch.get_num_threads()} threads",
-             f"- commit: {_commit()}",
-             f"- command: `{' '.join(['python'] + sys.argv)}`",
-             f"- wall time: {elapsed / 60:.1f} min", ""]
+    lines = [
+        f"# Benchmark: {os.path.basename(path_md)[:-3]}",
+        "",
+        f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
+        f"- machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        f"- commit: {_commit()}",
+        f"- command: `{' '.join(['python'] + sys.argv)}`",
+        f"- wall time: {elapsed / 60:.1f} min",
+        "",
+    ]
     if losses:
-        lines += ["## Cost of the losses alone (forward + backward, CPU)", "",
-                  "median [q1, q3] over interleaved repeats; the ratio is computed per round.", "",
-                  "| logits | loss | time (ms) | ÷ kd_loss |", "|---|---|---|---|"]
-        lines += [f"| {r['shape']} | {r['loss']} | {fmt(r['ms'], 1e3)} | {fmt(r['vs_kd'])} |" for r in losses]
+        lines += [
+            "## Cost of the losses alone (forward + backward, CPU)",
+            "",
+            "median [q1, q3] over interleaved repeats; the ratio is computed per round.",
+            "",
+            "| logits | loss | time (ms) | ÷ kd_loss |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['shape']} | {r['loss']} | {fmt(r['ms'], 1e3)} | {fmt(r['vs_kd'])} |"
+            for r in losses
+        ]
         lumi = {r["shape"]: r["vs_kd"]["median"] for r in losses if r["loss"] == "luminet"}
-        lines += ["", "Target `luminet_loss` ≤ 1.5× `kd_loss`: " + ", ".join(
-            f"{k}: {v:.2f}× ({'met' if v <= 1.5 else 'NOT met'})" for k, v in lumi.items()), ""]
+        lines += [
+            "",
+            "Target `luminet_loss` ≤ 1.5× `kd_loss`: "
+            + ", ".join(
+                f"{k}: {v:.2f}× ({'met' if v <= 1.5 else 'NOT met'})" for k, v in lumi.items()
+            ),
+            "",
+        ]
     if steps:
-        lines += ["## Cost of one training step (DistillRCNN, R-50-FPN teacher → R-18-FPN student)", "",
-                  "| configuration | step time (s) | ÷ student alone | ÷ KD step | peak RSS (MB) |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "## Cost of one training step (DistillRCNN, R-50-FPN teacher → R-18-FPN student)",
+            "",
+            "| configuration | step time (s) | ÷ student alone | ÷ KD step | peak RSS (MB) |",
+            "|---|---|---|---|---|",
+        ]
         for r in steps:
             mem = memory.get(r["config"]) if memory else None
-            lines.append(f"| {r['config']} | {fmt(r['s'])} | {fmt(r['vs_student'])} | {fmt(r['vs_kd'])} | "
-                         f"{f'{mem:.0f}' if mem else '-'} |")
+            lines.append(
+                f"| {r['config']} | {fmt(r['s'])} | {fmt(r['vs_student'])} | {fmt(r['vs_kd'])} | "
+                f"{f'{mem:.0f}' if mem else '-'} |"
+            )
         lu = next(r for r in steps if r["config"] == "LumiNet")["vs_kd"]["median"]
-        lines += ["", f"Target LumiNet step ≤ 1.02× KD step: {lu:.3f}× ({'met' if lu <= 1.02 else 'NOT met'}).",
-                  f"Target LumiNet overhead over the student alone ≤ 1.1× the teacher's share: "
-                  f"{overhead['median']:.2f}× [{overhead['q1']:.2f}, {overhead['q3']:.2f}] "
-                  f"({'met' if overhead['median'] <= 1.1 else 'NOT met'}).", ""]
+        lines += [
+            "",
+            f"Target LumiNet step ≤ 1.02× KD step: {lu:.3f}× ({'met' if lu <= 1.02 else 'NOT met'}).",
+            f"Target LumiNet overhead over the student alone ≤ 1.1× the teacher's share: "
+            f"{overhead['median']:.2f}× [{overhead['q1']:.2f}, {overhead['q3']:.2f}] "
+            f"({'met' if overhead['median'] <= 1.1 else 'NOT met'}).",
+            "",
+        ]
     if det:
-        lines += ["## Accuracy: built-in detection set (digits_det_val, COCO box AP)", "",
-                  "Same budget for every student (the configs in configs/Digits-Detection/, one "
-                  "hyper-parameter trial each, nothing tuned on val); mean ± std over seeds.", "",
-                  "| model | AP | seeds |", "|---|---|---|"]
+        lines += [
+            "## Accuracy: built-in detection set (digits_det_val, COCO box AP)",
+            "",
+            "Same budget for every student (the configs in configs/Digits-Detection/, one "
+            "hyper-parameter trial each, nothing tuned on val); mean ± std over seeds.",
+            "",
+            "| model | AP | seeds |",
+            "|---|---|---|",
+        ]
         lines += [f"| {k} | {_mean_std(v)} | {len(v)} |" for k, v in det.items()]
         lines.append("")
     if cls:
-        lines += ["## Accuracy: built-in classification set (digits, resnet56 → resnet8)", "",
-                  "| model | top-1 (%) | ECE (%) | seeds |", "|---|---|---|---|"]
-        lines += [f"| {k} | {_mean_std([a for a, _ in v])} | {_mean_std([e for _, e in v])} | {len(v)} |"
-                  for k, v in cls.items()]
+        lines += [
+            "## Accuracy: built-in classification set (digits, resnet56 → resnet8)",
+            "",
+            "| model | top-1 (%) | ECE (%) | seeds |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k} | {_mean_std([a for a, _ in v])} | {_mean_std([e for _, e in v])} | {len(v)} |"
+            for k, v in cls.items()
+        ]
         lines.append("")
     with open(path_md, "w") as f:
         f.write("\n".join(lines))
@@ -352,7 +463,9 @@ def write_chart(path_png, det, cls):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(t, d) for t, d in (("detection: box AP", det), ("classification: top-1 (%)", cls)) if d]
+    panels = [
+        (t, d) for t, d in (("detection: box AP", det), ("classification: top-1 (%)", cls)) if d
+    ]
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
@@ -362,8 +475,14 @@ def write_chart(path_png, det, cls):
         vals = [[x for x in v if x == x] for v in vals]
         means = [statistics.mean(v) if v else 0 for v in vals]
         stds = [statistics.stdev(v) if len(v) > 1 else 0 for v in vals]
-        colors = ["#888888" if n.startswith("teacher") else "#c44e52" if n.startswith("LumiNet")
-                  else "#4c72b0" for n in names]
+        colors = [
+            (
+                "#888888"
+                if n.startswith("teacher")
+                else "#c44e52" if n.startswith("LumiNet") else "#4c72b0"
+            )
+            for n in names
+        ]
         ax.bar(range(len(names)), means, yerr=stds, color=colors, capsize=4)
         ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
         ax.set_title(title)
@@ -379,7 +498,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="toy sizes (tests)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["losses", "steps", "memory", "det", "cls"])
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["losses", "steps", "memory", "det", "cls"]
+    )
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results"))
     parser.add_argument("--name", default=None, help="results file stem (default: date)")
     args = parser.parse_args(argv)
@@ -388,7 +509,11 @@ def main(argv=None):
     start = time.time()
     os.makedirs(args.results, exist_ok=True)
     name = args.name or ("quick" if args.quick else datetime.date.today().isoformat())
-    work = tempfile.mkdtemp(prefix="luminet_bench_") if args.quick else os.path.join(ROOT, "output", "bench")
+    work = (
+        tempfile.mkdtemp(prefix="luminet_bench_")
+        if args.quick
+        else os.path.join(ROOT, "output", "bench")
+    )
     os.makedirs(work, exist_ok=True)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     import luminet_det  # noqa: F401  (registers DistillRCNN and the datasets)

@@ -8,6 +8,7 @@ Importing this package registers the plugin's components in detectron2's registr
 ``luminet_det.losses`` and ``luminet_det.cls`` (classification) never import detectron2 and
 work where it is not installed; the detectron2 parts below are then simply not available.
 """
+
 __version__ = "0.1.0"
 
 try:

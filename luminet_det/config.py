@@ -1,4 +1,5 @@
 """The one config node of the plugin: ``MODEL.DISTILL``."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """torchvision ImageNet state dicts -> detectron2 backbone state dicts."""
+
 from __future__ import annotations
 
 import re
@@ -11,8 +12,12 @@ __all__ = ["convert_torchvision_state_dict", "PREFIX"]
 #: Where the bottom-up network sits in a detectron2 FPN detector.
 PREFIX = "backbone.bottom_up."
 
-_BN = {"weight": "weight", "bias": "bias", "running_mean": "running_mean",
-       "running_var": "running_var"}
+_BN = {
+    "weight": "weight",
+    "bias": "bias",
+    "running_mean": "running_mean",
+    "running_var": "running_var",
+}
 
 
 def _resnet_key(key: str):

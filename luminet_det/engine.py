@@ -1,5 +1,6 @@
 """Training helpers used by tools/train_net.py: atomic checkpoints, teacher evaluation, and
 registration of users' COCO-format datasets."""
+
 from __future__ import annotations
 
 import logging
@@ -152,4 +153,3 @@ def evaluate_teacher(cfg: CfgNode, min_ap: float = 1.0) -> Dict:
         )
     logger.info(f"Teacher box AP on {name}: {ap:.2f} (minimum {min_ap}).")
     return results
-

@@ -1,4 +1,5 @@
 """Export the student of a DistillRCNN training run as a stock detectron2 model."""
+
 from __future__ import annotations
 
 import os

@@ -15,6 +15,7 @@ Common conventions of every loss here:
 * An empty batch (N = 0) returns ``0.0`` that is still connected to the student's graph, so
   ``loss.backward()`` works and gives zero gradients.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
@@ -65,9 +66,11 @@ def _empty_loss(student_logits: torch.Tensor) -> torch.Tensor:
 
 def _kl_rows(teacher_log_prob: torch.Tensor, student_log_prob: torch.Tensor) -> torch.Tensor:
     """Mean over rows of ``KL(p_T || p_S)`` from log-probabilities, shape (N, C) -> scalar."""
-    return F.kl_div(student_log_prob, teacher_log_prob, reduction="none", log_target=True).sum(
-        dim=1
-    ).mean()
+    return (
+        F.kl_div(student_log_prob, teacher_log_prob, reduction="none", log_target=True)
+        .sum(dim=1)
+        .mean()
+    )
 
 
 def perception(

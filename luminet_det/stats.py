@@ -14,6 +14,7 @@
 
 Pure torch; ``torch.distributed`` is only used when it is initialised.
 """
+
 from __future__ import annotations
 
 from typing import Tuple
@@ -116,8 +117,14 @@ class LuminetLoss(nn.Module):
         num_classes (int): C, needed by "global" (the running teacher moments).
     """
 
-    def __init__(self, *, temperature: float = 4.0, eps: float = 1e-5, stats: str = "batch",
-                 num_classes: int = 0):
+    def __init__(
+        self,
+        *,
+        temperature: float = 4.0,
+        eps: float = 1e-5,
+        stats: str = "batch",
+        num_classes: int = 0,
+    ):
         super().__init__()
         if stats not in STATS_MODES:
             raise ValueError(f"LumiNet STATS must be one of {list(STATS_MODES)}, got {stats!r}.")
@@ -140,8 +147,14 @@ class LuminetLoss(nn.Module):
             return luminet_loss(student_logits, teacher_logits, self.temperature, self.eps)
         s_m = self._student_moments(student_logits) if self._student_moments else None
         t_m = self._teacher_moments(teacher_logits.detach()) if self._teacher_moments else None
-        loss = luminet_loss(student_logits, teacher_logits, self.temperature, self.eps,
-                            student_moments=s_m, teacher_moments=t_m)
+        loss = luminet_loss(
+            student_logits,
+            teacher_logits,
+            self.temperature,
+            self.eps,
+            student_moments=s_m,
+            teacher_moments=t_m,
+        )
         if s_m is not None:
             # every process must take part in the all-reduce's backward, even one whose loss
             # does not depend on the moments (no rows): keep them in the graph

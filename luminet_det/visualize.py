@@ -4,6 +4,7 @@ Pure numpy / torch / matplotlib; nothing here imports detectron2 (the detector's
 collected by tools/visualize_perception.py). Each function returns the numbers it drew so
 that they can be checked.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,9 @@ def perception_figure(
         (10, 10).
     """
     if logits.dim() != 2 or not 0 <= row < logits.shape[0]:
-        raise ValueError(f"logits must be (N, C) and 0 <= row < N, got {tuple(logits.shape)}, {row}")
+        raise ValueError(
+            f"logits must be (N, C) and 0 <= row < N, got {tuple(logits.shape)}, {row}"
+        )
     if logits.shape[0] < 2:
         raise ValueError("perception needs a batch of at least 2 rows (N = 1 gives all zeros).")
     z = logits.detach().float()
@@ -72,18 +75,25 @@ def perception_figure(
     plt = _plt()
     fig, axes = plt.subplots(3, 2, figsize=(11, 10))
     colors = ["#c44e52" if i == target else "#4c72b0" for i in range(c)]
-    for ax, values, label in ((axes[0, 0], raw, "raw logits z"), (axes[0, 1], per, "perception logits h")):
+    for ax, values, label in (
+        (axes[0, 0], raw, "raw logits z"),
+        (axes[0, 1], per, "perception logits h"),
+    ):
         ax.bar(range(c), values, color=colors)
         ax.set_title(label)
-    for ax, values, label in ((axes[1, 0], sm_raw, f"softmax(z / {temperature:g})"),
-                              (axes[1, 1], sm_per, f"softmax(h / {temperature:g})")):
+    for ax, values, label in (
+        (axes[1, 0], sm_raw, f"softmax(z / {temperature:g})"),
+        (axes[1, 1], sm_per, f"softmax(h / {temperature:g})"),
+    ):
         ax.bar(range(c), values, color=colors)
         ax.set_title(label)
         ax.set_ylim(0, max(1e-3, float(max(sm_raw.max(), sm_per.max()))) * 1.1)
     for ax in axes[:2].ravel():
         ax.set_xticks(range(c), names if c <= 30 else [""] * c, rotation=90, fontsize=7)
-    for ax, rel, label in ((axes[2, 0], rel_raw, "top-10 classes: z_i - z_j"),
-                           (axes[2, 1], rel_per, "top-10 classes: h_i - h_j")):
+    for ax, rel, label in (
+        (axes[2, 0], rel_raw, "top-10 classes: z_i - z_j"),
+        (axes[2, 1], rel_per, "top-10 classes: h_i - h_j"),
+    ):
         lim = float(np.abs(rel).max()) or 1.0
         im = ax.imshow(rel, cmap="coolwarm", vmin=-lim, vmax=lim)
         ax.set_xticks(range(k), [names[i] for i in top], rotation=90, fontsize=7)
@@ -94,8 +104,15 @@ def perception_figure(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return {"raw": raw, "perception": per, "softmax_raw": sm_raw, "softmax_perception": sm_per,
-            "top10": top, "relation_raw": rel_raw, "relation_perception": rel_per}
+    return {
+        "raw": raw,
+        "perception": per,
+        "softmax_raw": sm_raw,
+        "softmax_perception": sm_per,
+        "top10": top,
+        "relation_raw": rel_raw,
+        "relation_perception": rel_per,
+    }
 
 
 def read_metrics(path: str) -> List[Dict]:
@@ -150,8 +167,15 @@ def plot_metrics(runs: Dict[str, str], path: str) -> Dict[str, Dict[str, List]]:
             is_acc = key in ("bbox/AP", "bbox/AP50", "top1")
             ax = ax_acc if is_acc else ax_loss
             color = colors.setdefault(key, palette[len(colors) % len(palette)])
-            ax.plot(xs, ys, styles[n % len(styles)], color=color, marker="o" if is_acc else None,
-                    markersize=5, label=f"{label}: {key}")
+            ax.plot(
+                xs,
+                ys,
+                styles[n % len(styles)],
+                color=color,
+                marker="o" if is_acc else None,
+                markersize=5,
+                label=f"{label}: {key}",
+            )
         ax_loss.set_xlabel(xkey)
         ax_acc.set_xlabel(xkey)
     ax_loss.set_title("losses")
@@ -188,15 +212,24 @@ def calibration_report(models: Dict[str, "tuple"], png: str, n_bins: int = 15) -
         counts, acc, conf = calibration_bins(probs, labels.numpy(), n_bins)
         centers = (edges[:-1] + edges[1:]) / 2
         ax.bar(centers, acc, width=1 / n_bins, edgecolor="k", color="#4c72b0", label="accuracy")
-        ax.bar(centers, conf - acc, bottom=acc, width=1 / n_bins, color="#c44e52", alpha=0.4,
-               label="gap to confidence")
+        ax.bar(
+            centers,
+            conf - acc,
+            bottom=acc,
+            width=1 / n_bins,
+            color="#c44e52",
+            alpha=0.4,
+            label="gap to confidence",
+        )
         ax.plot([0, 1], [0, 1], "k--", lw=1)
         ax.set_xlim(0, 1), ax.set_ylim(0, 1)
         ax.set_title(f"{name}\nECE {rep['ece']:.2f}  MCE {rep['mce']:.2f}")
         ax.set_xlabel("confidence")
         ax.legend(fontsize=7, loc="upper left")
-        lines.append(f"| {name} | {rep['top1']:.2f} | {rep['ece']:.2f} | {rep['mce']:.2f} | "
-                     f"{rep['fpr95']:.2f} |")
+        lines.append(
+            f"| {name} | {rep['top1']:.2f} | {rep['ece']:.2f} | {rep['mce']:.2f} | "
+            f"{rep['fpr95']:.2f} |"
+        )
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
@@ -216,7 +249,9 @@ def per_class_error(logits: torch.Tensor, labels: torch.Tensor, num_classes: int
 
 
 def confirmation_bias_report(
-    teacher: "tuple", students: Dict[str, "tuple"], n_worst: int = 5,
+    teacher: "tuple",
+    students: Dict[str, "tuple"],
+    n_worst: int = 5,
     class_names: Optional[Sequence[str]] = None,
 ) -> str:
     """The teacher's ``n_worst`` classes (highest error) and each student's error on them, as
@@ -236,7 +271,11 @@ def confirmation_bias_report(
     header = "| class | teacher error (%) | " + " | ".join(f"{n} error (%)" for n in errs) + " |"
     lines = [header, "|" + "---|" * (2 + len(errs))]
     for i in worst:
-        lines.append(f"| {names[i]} | {t_err[i]:.1f} | " + " | ".join(f"{e[i]:.1f}" for e in errs.values()) + " |")
+        lines.append(
+            f"| {names[i]} | {t_err[i]:.1f} | "
+            + " | ".join(f"{e[i]:.1f}" for e in errs.values())
+            + " |"
+        )
     means = " | ".join(f"{np.mean([e[i] for i in worst]):.1f}" for e in errs.values())
     lines.append(f"| mean of these | {np.mean([t_err[i] for i in worst]):.1f} | {means} |")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """Shared helpers of the tests: tiny Faster R-CNN FPN configs and teachers on CPU."""
+
 import os
 import sys
 import warnings

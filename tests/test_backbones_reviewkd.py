@@ -1,4 +1,5 @@
 """MobileNetV2-FPN, torchvision -> detectron2 conversion, and ReviewKD."""
+
 import os
 import pickle
 import subprocess
@@ -29,10 +30,20 @@ def mv2_cfg(freeze_at=0, norm="BN"):
 def test_mobilenetv2_fpn_shapes_and_strides():
     backbone = build_backbone(mv2_cfg())
     shapes = backbone.output_shape()
-    assert {k: v.stride for k, v in shapes.items()} == {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
+    assert {k: v.stride for k, v in shapes.items()} == {
+        "p2": 4,
+        "p3": 8,
+        "p4": 16,
+        "p5": 32,
+        "p6": 64,
+    }
     assert all(v.channels == 32 for v in shapes.values())
     assert {k: v.channels for k, v in backbone.bottom_up.output_shape().items()} == {
-        "res2": 24, "res3": 32, "res4": 96, "res5": 320}
+        "res2": 24,
+        "res3": 32,
+        "res4": 96,
+        "res5": 320,
+    }
     out = backbone(torch.randn(1, 3, 64, 128))
     for name, t in out.items():
         assert t.shape[-2:] == (64 // shapes[name].stride, 128 // shapes[name].stride), name
@@ -68,8 +79,19 @@ def test_torchvision_conversion_maps_every_key_and_matches_outputs(arch, tmp_pat
     torch.save(tv.state_dict(), src)
     out = tmp_path / f"{arch}.pkl"
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "convert_torchvision_to_d2.py"), "--arch", arch,
-         "--input", str(src), "--output", str(out)], capture_output=True, text=True)
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "convert_torchvision_to_d2.py"),
+            "--arch",
+            arch,
+            "--input",
+            str(src),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     _, unmatched = convert_torchvision_state_dict(tv.state_dict(), arch)
     assert unmatched == []
@@ -132,16 +154,20 @@ def test_hcl_loss_hand_worked():
 
 
 def _shapes(channels, strides=(4, 8, 16)):
-    return {f"p{i + 2}": ShapeSpec(channels=c, stride=s)
-            for i, (c, s) in enumerate(zip(channels, strides))}
+    return {
+        f"p{i + 2}": ShapeSpec(channels=c, stride=s)
+        for i, (c, s) in enumerate(zip(channels, strides))
+    }
 
 
 def test_reviewkd_zero_when_fused_student_equals_teacher_and_gradients():
     torch.manual_seed(0)
-    rkd = ReviewKD(student_shapes=_shapes([8, 8, 8]), teacher_shapes=_shapes([16, 16, 16]),
-                   mid_channels=4)
-    student = {f"p{i + 2}": torch.randn(2, 8, 32 // 2**i, 32 // 2**i, requires_grad=True)
-               for i in range(3)}
+    rkd = ReviewKD(
+        student_shapes=_shapes([8, 8, 8]), teacher_shapes=_shapes([16, 16, 16]), mid_channels=4
+    )
+    student = {
+        f"p{i + 2}": torch.randn(2, 8, 32 // 2**i, 32 // 2**i, requires_grad=True) for i in range(3)
+    }
     rkd.train()
     fused = rkd.fuse(student)
     assert [f.shape[1] for f in fused] == [16, 16, 16]
@@ -160,7 +186,9 @@ def test_reviewkd_zero_when_fused_student_equals_teacher_and_gradients():
 
 
 def test_reviewkd_level_mismatch_lists_both_sets():
-    with pytest.raises(ValueError, match=r"student \['p2', 'p3', 'p4'\] and teacher \['p2', 'p3'\]"):
+    with pytest.raises(
+        ValueError, match=r"student \['p2', 'p3', 'p4'\] and teacher \['p2', 'p3'\]"
+    ):
         ReviewKD(student_shapes=_shapes([8, 8, 8]), teacher_shapes=_shapes([8, 8]))
     with pytest.raises(ValueError, match="strides differ"):
         ReviewKD(student_shapes=_shapes([8, 8, 8]), teacher_shapes=_shapes([8, 8, 8], (4, 8, 32)))

@@ -1,4 +1,5 @@
 """luminet_det.cls: models, metrics by hand, training lowers the loss, resume, no detectron2."""
+
 import json
 import os
 import subprocess
@@ -14,10 +15,21 @@ from luminet_det.cls.metrics import calibration_bins, ece_mce, fpr_at_95_tpr, to
 
 # Parameter counts published with the CRD / mdistiller CIFAR-100 model zoo (millions).
 PUBLISHED = {
-    "resnet20": 0.28, "resnet32": 0.47, "resnet56": 0.86, "resnet110": 1.73,
-    "resnet8x4": 1.23, "resnet32x4": 7.43, "wrn_16_2": 0.70, "wrn_40_1": 0.57,
-    "wrn_40_2": 2.26, "vgg8": 3.96, "vgg13": 9.46, "mobilenetv2_cifar": 0.81,
-    "shufflenetv1": 0.95, "shufflenetv2": 1.36, "resnet50_cifar": 23.71,
+    "resnet20": 0.28,
+    "resnet32": 0.47,
+    "resnet56": 0.86,
+    "resnet110": 1.73,
+    "resnet8x4": 1.23,
+    "resnet32x4": 7.43,
+    "wrn_16_2": 0.70,
+    "wrn_40_1": 0.57,
+    "wrn_40_2": 2.26,
+    "vgg8": 3.96,
+    "vgg13": 9.46,
+    "mobilenetv2_cifar": 0.81,
+    "shufflenetv1": 0.95,
+    "shufflenetv2": 1.36,
+    "resnet50_cifar": 23.71,
 }
 
 
@@ -91,12 +103,23 @@ def _cfg(tmp_path, method, extra=()):
     if not os.path.exists(teacher):
         torch.manual_seed(0)
         torch.save({"model": build_model("resnet20", 10).state_dict(), "arch": "resnet20"}, teacher)
-    return load_config("", [
-        "DATA.NAME=digits", "DATA.NUM_WORKERS=0", "MODEL.STUDENT=resnet8",
-        "MODEL.TEACHER=resnet20", f"MODEL.TEACHER_WEIGHTS={teacher}", f"METHOD.NAME={method}",
-        "SOLVER.BATCH_SIZE=64", "SOLVER.EPOCHS=2", "SOLVER.LR=0.05", "SOLVER.LR_STEPS=[1]",
-        f"OUTPUT_DIR={tmp_path / method}", *extra,
-    ])
+    return load_config(
+        "",
+        [
+            "DATA.NAME=digits",
+            "DATA.NUM_WORKERS=0",
+            "MODEL.STUDENT=resnet8",
+            "MODEL.TEACHER=resnet20",
+            f"MODEL.TEACHER_WEIGHTS={teacher}",
+            f"METHOD.NAME={method}",
+            "SOLVER.BATCH_SIZE=64",
+            "SOLVER.EPOCHS=2",
+            "SOLVER.LR=0.05",
+            "SOLVER.LR_STEPS=[1]",
+            f"OUTPUT_DIR={tmp_path / method}",
+            *extra,
+        ],
+    )
 
 
 @pytest.mark.parametrize("method", ["ce", "kd", "dkd", "luminet"])
@@ -167,8 +190,9 @@ print(float(luminet_loss(out, out.detach() * 2)))
 assert not any(k.startswith("detectron2") for k in sys.modules)
 print("NO_D2_OK")
 """
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=root_dir)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=root_dir
+    )
     assert "NO_D2_OK" in proc.stdout, proc.stderr[-2000:]
 
 
@@ -184,7 +208,9 @@ def test_shipped_cls_configs_load(root_dir):
         assert cfg.MODEL.STUDENT in MODELS
         if cfg.METHOD.NAME != "ce":
             assert cfg.MODEL.TEACHER in MODELS
-    row = load_config(os.path.join(root_dir, "configs", "CIFAR-100", "luminet", "res32x4_res8x4.yaml"))
+    row = load_config(
+        os.path.join(root_dir, "configs", "CIFAR-100", "luminet", "res32x4_res8x4.yaml")
+    )
     assert (row.SOLVER.BATCH_SIZE, row.SOLVER.EPOCHS, row.SOLVER.LR) == (64, 240, 0.05)
     assert list(row.SOLVER.LR_STEPS) == [150, 180, 210] and row.SOLVER.WEIGHT_DECAY == 5e-4
     assert (row.METHOD.CE_WEIGHT, row.METHOD.WEIGHT, row.METHOD.TEMPERATURE) == (2.0, 34.0**2, 4.0)

@@ -1,5 +1,6 @@
 """Every shipped YAML merges and builds its model on CPU; the paper's schedule is in place;
 the four paper rows smoke-train on the built-in set."""
+
 import glob
 import os
 
@@ -14,7 +15,9 @@ from luminet_det.modeling.teacher import load_teacher_cfg
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
 COCO = [c for c in CONFIGS if "COCO-Detection" in c and not os.path.basename(c).startswith("Base")]
-DIGITS = [c for c in CONFIGS if "Digits-Detection" in c and not os.path.basename(c).startswith("Base")]
+DIGITS = [
+    c for c in CONFIGS if "Digits-Detection" in c and not os.path.basename(c).startswith("Base")
+]
 _teacher_weights = {}
 
 
@@ -85,7 +88,9 @@ def test_digits_config_builds_and_takes_a_training_step(path, tmp_path_factory):
 def test_unknown_key_names_the_nearest_valid_one(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("MODEL:\n  DISTILL:\n    LOSES: ['luminet']\n")
-    with pytest.raises(ValueError, match=r"MODEL.DISTILL.LOSES .* Did you mean MODEL.DISTILL.LOSSES"):
+    with pytest.raises(
+        ValueError, match=r"MODEL.DISTILL.LOSES .* Did you mean MODEL.DISTILL.LOSSES"
+    ):
         load_config(str(path))
     ok = tmp_path / "ok.yaml"
     ok.write_text("MODEL:\n  DEVICE: cpu\n")

@@ -1,4 +1,5 @@
 """The built-in digits set and the COCO-format loader: valid, deterministic, clear errors."""
+
 import hashlib
 import json
 import os
@@ -67,9 +68,8 @@ def test_every_class_used_at_default_size(tmp_path):
 
 def test_train_and_val_use_disjoint_digit_samples():
     # every fifth scikit-learn sample is reserved for validation (the split is by index)
-    from sklearn.datasets import load_digits
-
     import numpy as np
+    from sklearn.datasets import load_digits
 
     n = len(load_digits().images)
     val = np.arange(n) % 5 == 0
@@ -84,7 +84,9 @@ def _write(path, obj):
 
 def test_corrupt_json_names_file_and_position(tmp_path):
     bad = _write(tmp_path / "bad.json", '{"images": [1, 2,, 3]}')
-    with pytest.raises(ValueError, match=r"bad.json.*not valid JSON.*line 1, column 18 \(character 17\)"):
+    with pytest.raises(
+        ValueError, match=r"bad.json.*not valid JSON.*line 1, column 18 \(character 17\)"
+    ):
         read_coco_json(bad)
     with pytest.raises(FileNotFoundError, match="not found"):
         read_coco_json(str(tmp_path / "none.json"))
@@ -95,8 +97,16 @@ def test_corrupt_json_names_file_and_position(tmp_path):
 def test_unknown_category_ids_are_reported(tmp_path):
     data = {
         "images": [{"id": 1, "file_name": "a.png", "height": 10, "width": 10}],
-        "annotations": [{"id": 7, "image_id": 1, "category_id": 99, "bbox": [0, 0, 2, 2],
-                         "area": 4, "iscrowd": 0}],
+        "annotations": [
+            {
+                "id": 7,
+                "image_id": 1,
+                "category_id": 99,
+                "bbox": [0, 0, 2, 2],
+                "area": 4,
+                "iscrowd": 0,
+            }
+        ],
         "categories": [{"id": 1, "name": "a"}],
     }
     with pytest.raises(ValueError, match=r"category ids \[99\].*annotation id 7"):

@@ -1,4 +1,5 @@
 """DistillRCNN: teacher frozen and aligned, losses wired, errors early, checkpoints clean."""
+
 import copy
 import os
 import subprocess
@@ -35,8 +36,16 @@ def test_loss_keys_present_and_finite(teacher_files):
     model = _build(distill_cfg(*teacher_files, losses=["luminet", "kd", "dkd", "reviewkd"]))
     model.train()
     losses = _train_step(model, batch())
-    for key in ("loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc", "loss_luminet",
-                "loss_kd", "loss_dkd", "loss_reviewkd"):
+    for key in (
+        "loss_cls",
+        "loss_box_reg",
+        "loss_rpn_cls",
+        "loss_rpn_loc",
+        "loss_luminet",
+        "loss_kd",
+        "loss_dkd",
+        "loss_reviewkd",
+    ):
         assert key in losses, key
         assert torch.isfinite(losses[key]), key
     assert losses["loss_reviewkd"] > 0
@@ -105,7 +114,9 @@ def test_losses_match_the_loss_functions_with_weights_and_warmup(teacher_files):
     s, t = rec["s"], rec["t"]
     y = torch.cat([p.gt_classes for p in rec["p"]])
     f = 0.4
-    assert losses["loss_luminet"].item() == pytest.approx(3.0 * f * luminet_loss(s, t, 2.0).item(), rel=1e-5)
+    assert losses["loss_luminet"].item() == pytest.approx(
+        3.0 * f * luminet_loss(s, t, 2.0).item(), rel=1e-5
+    )
     assert losses["loss_kd"].item() == pytest.approx(0.5 * f * kd_loss(s, t, 1.0).item(), rel=1e-5)
     assert losses["loss_dkd"].item() == pytest.approx(
         2.0 * f * dkd_loss(s, t, y, 1.0, 0.25, 1.0).item(), rel=1e-5
@@ -225,7 +236,9 @@ def test_export_loads_in_stock_detectron2_and_predicts_identically(teacher_files
     ckpt_dir = str(tmp_path / "run")
     os.makedirs(ckpt_dir)
     DetectionCheckpointer(model, save_dir=ckpt_dir).save("model_final")
-    weights, config = export_student(cfg, os.path.join(ckpt_dir, "model_final.pth"), str(tmp_path / "export"))
+    weights, config = export_student(
+        cfg, os.path.join(ckpt_dir, "model_final.pth"), str(tmp_path / "export")
+    )
     inputs = batch(2, seed=5)
     model.eval()
     with torch.no_grad():
@@ -319,9 +332,12 @@ def test_teacher_ensemble_averages_roi_logits_and_stays_frozen(teacher_files, tm
     assert not any(k.startswith("extra_teachers.") for k in model.state_dict())
     rec = {}
     model.roi_heads.box_predictor.register_forward_hook(lambda m, i, o: rec.__setitem__("s", o[0]))
-    model.teacher.roi_heads.box_predictor.register_forward_hook(lambda m, i, o: rec.__setitem__("t1", o[0]))
+    model.teacher.roi_heads.box_predictor.register_forward_hook(
+        lambda m, i, o: rec.__setitem__("t1", o[0])
+    )
     model.extra_teachers[0].roi_heads.box_predictor.register_forward_hook(
-        lambda m, i, o: rec.__setitem__("t2", o[0]))
+        lambda m, i, o: rec.__setitem__("t2", o[0])
+    )
     losses = _train_step(model, batch())
     expected = kd_loss(rec["s"], (rec["t1"] + rec["t2"]) / 2, 1.0)
     assert losses["loss_kd"].item() == pytest.approx(expected.item(), rel=1e-5)

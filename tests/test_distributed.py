@@ -1,11 +1,11 @@
 """Two processes through detectron2's `launch` on CPU (gloo): DistillRCNN trains under
 DistributedDataParallel, losses stay finite, the student's parameters stay identical across
 ranks and the teacher stays frozen (and in eval mode) on every rank."""
+
 import json
 import os
 
 import torch
-
 from tiny import batch, distill_cfg, save_teacher
 
 
@@ -35,11 +35,14 @@ def _worker(teacher_config, teacher_weights, out_dir):
             opt.zero_grad()
             sum(losses.values()).backward()
             opt.step()
-    student = torch.cat([p.detach().flatten() for n, p in model.named_parameters()
-                         if not n.startswith("teacher.")])
+    student = torch.cat(
+        [p.detach().flatten() for n, p in model.named_parameters() if not n.startswith("teacher.")]
+    )
     gathered = [torch.zeros_like(student) for _ in range(comm.get_world_size())]
     dist.all_gather(gathered, student)
-    teacher_same = all(torch.equal(teacher_before[k], v) for k, v in model.teacher.state_dict().items())
+    teacher_same = all(
+        torch.equal(teacher_before[k], v) for k, v in model.teacher.state_dict().items()
+    )
     result = {
         "rank": rank,
         "finite": finite,
@@ -47,9 +50,23 @@ def _worker(teacher_config, teacher_weights, out_dir):
         "max_rank_diff": max(float((g - gathered[0]).abs().max()) for g in gathered),
         "teacher_unchanged": teacher_same,
         "teacher_eval": not any(m.training for m in model.teacher.modules()),
-        "teacher_no_grad": all(p.grad is None and not p.requires_grad for p in model.teacher.parameters()),
-        "student_moved": float((student - torch.cat([p.flatten() for n, p in build_model(cfg).named_parameters()
-                                                      if not n.startswith("teacher.")])).abs().max()),
+        "teacher_no_grad": all(
+            p.grad is None and not p.requires_grad for p in model.teacher.parameters()
+        ),
+        "student_moved": float(
+            (
+                student
+                - torch.cat(
+                    [
+                        p.flatten()
+                        for n, p in build_model(cfg).named_parameters()
+                        if not n.startswith("teacher.")
+                    ]
+                )
+            )
+            .abs()
+            .max()
+        ),
     }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)

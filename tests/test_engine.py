@@ -1,4 +1,5 @@
 """Atomic checkpoint writes: an interrupted save never leaves a file under the real name."""
+
 import os
 
 import pytest
@@ -29,4 +30,7 @@ def test_interrupted_save_leaves_previous_checkpoint_and_tag(tmp_path, monkeypat
     assert ckpt.get_checkpoint_file().endswith("model_0000009.pth")
     ckpt.save("model_0000029")  # and writing works again
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000029.pth"
-    assert torch.load(tmp_path / "model_0000029.pth", weights_only=False)["model"].keys() == model.state_dict().keys()
+    assert (
+        torch.load(tmp_path / "model_0000029.pth", weights_only=False)["model"].keys()
+        == model.state_dict().keys()
+    )

@@ -1,4 +1,5 @@
 """Tests of luminet_det.losses: hand-worked values and the properties that pin them down."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """Perception statistics: batch, sync (2 processes) and global (running, checkpointed)."""
+
 import os
 
 import pytest
@@ -14,15 +15,23 @@ def test_batch_mode_equals_luminet_loss_and_given_moments_are_used():
     torch.manual_seed(0)
     s, t = torch.randn(12, 5), torch.randn(12, 5) * 2
     assert LuminetLoss(stats="batch", temperature=2.0)(s, t).item() == pytest.approx(
-        luminet_loss(s, t, 2.0).item())
+        luminet_loss(s, t, 2.0).item()
+    )
     # one process: sync == batch
     assert LuminetLoss(stats="sync", temperature=2.0)(s, t).item() == pytest.approx(
-        luminet_loss(s, t, 2.0).item())
+        luminet_loss(s, t, 2.0).item()
+    )
     mean, var = torch.zeros(5), torch.ones(5) * 4
-    by_hand = torch.nn.functional.kl_div(
-        torch.log_softmax(perception(s) / 2.0, 1),
-        torch.log_softmax(t / torch.sqrt(torch.tensor(4.0 + 1e-5)) / 2.0, 1),
-        reduction="none", log_target=True).sum(1).mean()
+    by_hand = (
+        torch.nn.functional.kl_div(
+            torch.log_softmax(perception(s) / 2.0, 1),
+            torch.log_softmax(t / torch.sqrt(torch.tensor(4.0 + 1e-5)) / 2.0, 1),
+            reduction="none",
+            log_target=True,
+        )
+        .sum(1)
+        .mean()
+    )
     got = luminet_loss(s, t, 2.0, teacher_moments=(mean, var))
     assert got.item() == pytest.approx(by_hand.item(), rel=1e-5)
 
@@ -67,8 +76,8 @@ def _sync_worker(rank, world, port, s_all, t_all, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     n = s_all.shape[0] // world
-    s = s_all[rank * n:(rank + 1) * n].clone().requires_grad_(True)
-    t = t_all[rank * n:(rank + 1) * n]
+    s = s_all[rank * n : (rank + 1) * n].clone().requires_grad_(True)
+    t = t_all[rank * n : (rank + 1) * n]
     loss = LuminetLoss(stats="sync", temperature=2.0)(s, t)
     loss.backward()
     total = loss.detach().clone()
@@ -79,7 +88,10 @@ def _sync_worker(rank, world, port, s_all, t_all, out):
 
 def test_sync_mode_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path):
     torch.manual_seed(3)
-    s_all, t_all = torch.randn(16, 6, dtype=torch.float64), torch.randn(16, 6, dtype=torch.float64) * 3
+    s_all, t_all = (
+        torch.randn(16, 6, dtype=torch.float64),
+        torch.randn(16, 6, dtype=torch.float64) * 3,
+    )
     import socket
 
     with socket.socket() as sock:
@@ -94,7 +106,7 @@ def test_sync_mode_two_processes_equal_one_process_on_the_concatenated_batch(tmp
         assert got["loss"].item() == pytest.approx(ref.item(), rel=1e-10)
         # each process back-propagates its own mean loss; DistributedDataParallel then averages
         # over the 2 processes, so grad / 2 must equal the one-process gradient of its rows
-        torch.testing.assert_close(got["grad"] / 2, ref_s.grad[rank * 8:(rank + 1) * 8])
+        torch.testing.assert_close(got["grad"] / 2, ref_s.grad[rank * 8 : (rank + 1) * 8])
     # and batch statistics would differ: the option changes something
     local = luminet_loss(s_all[:8], t_all[:8], 2.0)
     assert abs(local.item() - ref.item()) > 1e-3

@@ -1,6 +1,7 @@
 """tools/train_net.py end to end on a small built-in set, in subprocesses: training logs the
 distillation loss and prints the COCO table, --eval-only works, --check-teacher refuses a
 useless teacher, and a run killed with SIGKILL resumes from its last complete checkpoint."""
+
 import json
 import os
 import signal
@@ -37,13 +38,33 @@ def env(tmp_path_factory):
 
 def _cmd(env, out, *extra, max_iter=4, period=2):
     return [
-        sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", CONFIG,
+        sys.executable,
+        os.path.join(ROOT, "tools", "train_net.py"),
+        "--config-file",
+        CONFIG,
         *extra,
-        "MODEL.DISTILL.TEACHER_WEIGHTS", env["teacher"], "OUTPUT_DIR", str(out),
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(max_iter), "SOLVER.STEPS", "(1000,)",
-        "SOLVER.CHECKPOINT_PERIOD", str(period), "SOLVER.WARMUP_ITERS", "1",
-        "MODEL.DISTILL.WARMUP_ITERS", "0", "DATALOADER.NUM_WORKERS", "0",
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64",
+        "MODEL.DISTILL.TEACHER_WEIGHTS",
+        env["teacher"],
+        "OUTPUT_DIR",
+        str(out),
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        str(max_iter),
+        "SOLVER.STEPS",
+        "(1000,)",
+        "SOLVER.CHECKPOINT_PERIOD",
+        str(period),
+        "SOLVER.WARMUP_ITERS",
+        "1",
+        "MODEL.DISTILL.WARMUP_ITERS",
+        "0",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        "32",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+        "64",
     ]
 
 
@@ -53,8 +74,7 @@ def _rows(out):
 
 def test_train_then_eval_only(env):
     out = env["base"] / "run"
-    proc = subprocess.run(_cmd(env, out), env=env["env"], capture_output=True, text=True,
-                          cwd=ROOT)
+    proc = subprocess.run(_cmd(env, out), env=env["env"], capture_output=True, text=True, cwd=ROOT)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     rows = _rows(out)
@@ -70,23 +90,38 @@ def test_train_then_eval_only(env):
     assert "LRScheduler" in ckpt["trainer"]["hooks"] and ckpt["iteration"] == 3
 
     proc = subprocess.run(
-        _cmd(env, env["base"] / "eval", "--eval-only") + ["MODEL.WEIGHTS", str(out / "model_final.pth")],
-        env=env["env"], capture_output=True, text=True, cwd=ROOT)
+        _cmd(env, env["base"] / "eval", "--eval-only")
+        + ["MODEL.WEIGHTS", str(out / "model_final.pth")],
+        env=env["env"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "copypaste: AP,AP50,AP75,APs,APm,APl" in proc.stdout + proc.stderr
 
 
 def test_check_teacher_refuses_a_random_teacher(env):
-    proc = subprocess.run(_cmd(env, env["base"] / "check", "--check-teacher"), env=env["env"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        _cmd(env, env["base"] / "check", "--check-teacher"),
+        env=env["env"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode != 0
     assert "TeacherTooWeakError" in proc.stderr and "below the minimum 1.0" in proc.stderr
 
 
 def test_kill_9_then_resume_continues_from_last_complete_checkpoint(env):
     out = env["base"] / "killed"
-    proc = subprocess.Popen(_cmd(env, out, max_iter=40, period=2), env=env["env"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cmd(env, out, max_iter=40, period=2),
+        env=env["env"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (out / "model_0000003.pth").exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -97,13 +132,21 @@ def test_kill_9_then_resume_continues_from_last_complete_checkpoint(env):
     # the tag names a complete checkpoint; no partial file carries a real name
     saved = torch.load(out / tagged, weights_only=False)
     assert saved["iteration"] >= 3
-    assert all(not f.endswith(".pth") or f == tagged or torch.load(out / f, weights_only=False)
-               for f in os.listdir(out) if f.startswith("model_"))
+    assert all(
+        not f.endswith(".pth") or f == tagged or torch.load(out / f, weights_only=False)
+        for f in os.listdir(out)
+        if f.startswith("model_")
+    )
     momentum = saved["trainer"]["_trainer"]["optimizer"]["state"]
     assert momentum  # SGD momentum buffers are part of the checkpoint
 
-    resumed = subprocess.run(_cmd(env, out, "--resume", max_iter=saved["iteration"] + 3, period=100),
-                             env=env["env"], capture_output=True, text=True, cwd=ROOT)
+    resumed = subprocess.run(
+        _cmd(env, out, "--resume", max_iter=saved["iteration"] + 3, period=100),
+        env=env["env"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log[-4000:]
     assert f"Starting training from iteration {saved['iteration'] + 1}" in log

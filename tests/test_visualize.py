@@ -1,4 +1,5 @@
 """The numbers behind each picture and report, and that each PNG is written."""
+
 import json
 import os
 import subprocess
@@ -30,8 +31,9 @@ def test_perception_figure_plots_perception_of_the_inputs(tmp_path):
     _png_ok(tmp_path / "p.png")
     np.testing.assert_allclose(out["raw"], logits[3].numpy())
     np.testing.assert_allclose(out["perception"], perception(logits)[3].numpy(), rtol=1e-6)
-    np.testing.assert_allclose(out["softmax_perception"],
-                               torch.softmax(perception(logits)[3] / 2.0, 0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        out["softmax_perception"], torch.softmax(perception(logits)[3] / 2.0, 0).numpy(), rtol=1e-6
+    )
     top = np.argsort(-logits[3].numpy())[:10]
     assert list(out["top10"]) == list(top)
     assert out["relation_raw"][0, 1] == pytest.approx(float(logits[3, top[0]] - logits[3, top[1]]))
@@ -42,14 +44,23 @@ def test_perception_figure_plots_perception_of_the_inputs(tmp_path):
 def test_plot_metrics_reads_detectron2_and_cls_metrics(tmp_path):
     det = tmp_path / "det"
     det.mkdir()
-    rows = [{"iteration": 19, "total_loss": 1.5, "loss_cls": 0.7, "loss_luminet": 0.3},
-            {"iteration": 39, "total_loss": 1.0, "loss_cls": 0.5, "loss_luminet": 0.2},
-            {"iteration": 39, "bbox/AP": 12.5, "bbox/AP50": 30.0}]
+    rows = [
+        {"iteration": 19, "total_loss": 1.5, "loss_cls": 0.7, "loss_luminet": 0.3},
+        {"iteration": 39, "total_loss": 1.0, "loss_cls": 0.5, "loss_luminet": 0.2},
+        {"iteration": 39, "bbox/AP": 12.5, "bbox/AP50": 30.0},
+    ]
     (det / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows))
     cls = tmp_path / "cls.json"
-    cls.write_text("\n".join(json.dumps(r) for r in [
-        {"epoch": 0, "teacher_top1": 90.0},
-        {"epoch": 1, "loss": 2.0, "top1": 40.0}, {"epoch": 2, "loss": 1.0, "top1": 60.0}]))
+    cls.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"epoch": 0, "teacher_top1": 90.0},
+                {"epoch": 1, "loss": 2.0, "top1": 40.0},
+                {"epoch": 2, "loss": 1.0, "top1": 60.0},
+            ]
+        )
+    )
     out = plot_metrics({"det": str(det), "cls": str(cls)}, str(tmp_path / "m.png"))
     _png_ok(tmp_path / "m.png")
     assert out["det"]["loss_luminet"] == [(19, 0.3), (39, 0.2)]
@@ -93,9 +104,21 @@ def test_cls_report_tool_on_the_builtin_set(tmp_path, root_dir):
         torch.save({"model": build_model(arch, 10).state_dict()}, paths[name])
     stem = str(tmp_path / "report")
     proc = subprocess.run(
-        [sys.executable, os.path.join(root_dir, "tools", "cls_report.py"), "--data", "digits",
-         "--teacher", f"resnet20={paths['t']}", "--student", f"S=resnet8={paths['s']}",
-         "--output", stem], capture_output=True, text=True)
+        [
+            sys.executable,
+            os.path.join(root_dir, "tools", "cls_report.py"),
+            "--data",
+            "digits",
+            "--teacher",
+            f"resnet20={paths['t']}",
+            "--student",
+            f"S=resnet8={paths['s']}",
+            "--output",
+            stem,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     md = open(stem + ".md").read()
     assert "## Calibration" in md and "teacher's 5 worst classes" in md

@@ -1,4 +1,5 @@
 """Tiny detectron2 models for CPU tests (a few hundred ms per step)."""
+
 import os
 
 import torch

@@ -6,6 +6,7 @@
         --student LumiNet=resnet8=output/cls/digits/luminet_resnet56_resnet8/best.pth \
         --output report   # -> report.md and report_reliability.png
 """
+
 import argparse
 import sys
 
@@ -47,9 +48,11 @@ def main(argv=None):
     png = args.output + "_reliability.png"
     calib = calibration_report({f"teacher {t_arch}": teacher, **students}, png)
     bias = confirmation_bias_report(teacher, students, args.worst)
-    md = (f"# Classifier report ({args.data} validation split)\n\n## Calibration (15 bins)\n\n"
-          f"{calib}\n\n![reliability]({png.split('/')[-1]})\n\n## Confirmation bias: the teacher's "
-          f"{args.worst} worst classes\n\n{bias}\n")
+    md = (
+        f"# Classifier report ({args.data} validation split)\n\n## Calibration (15 bins)\n\n"
+        f"{calib}\n\n![reliability]({png.split('/')[-1]})\n\n## Confirmation bias: the teacher's "
+        f"{args.worst} worst classes\n\n{bias}\n"
+    )
     with open(args.output + ".md", "w") as f:
         f.write(md)
     print(md)

@@ -13,6 +13,7 @@ Without --input, torchvision's ImageNet weights are fetched by torchvision (inte
 Every input key must map (the classifier is dropped on purpose); unmatched keys are reported
 and make the tool fail.
 """
+
 import argparse
 import pickle
 import sys
@@ -24,8 +25,11 @@ from luminet_det.convert import convert_torchvision_state_dict
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", required=True, choices=["resnet18", "resnet34", "resnet50",
-                                                           "resnet101", "mobilenet_v2"])
+    parser.add_argument(
+        "--arch",
+        required=True,
+        choices=["resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2"],
+    )
     parser.add_argument("--input", help="torchvision checkpoint (.pth); default: download")
     parser.add_argument("--output", required=True, help="detectron2 checkpoint (.pkl)")
     args = parser.parse_args(argv)
@@ -42,9 +46,11 @@ def main(argv=None):
         return 1
     with open(args.output, "wb") as f:
         pickle.dump(
-            {"model": {k: v.numpy() for k, v in converted.items()},
-             "__author__": f"torchvision {args.arch} (luminet_det converter)",
-             "matching_heuristics": False},
+            {
+                "model": {k: v.numpy() for k, v in converted.items()},
+                "__author__": f"torchvision {args.arch} (luminet_det converter)",
+                "matching_heuristics": False,
+            },
             f,
         )
     print(f"Wrote {len(converted)} tensors to {args.output}")

@@ -12,6 +12,7 @@
 Every training step goes through tools/train_net.py, which prints detectron2's progress with
 ETA. Options: --fresh retrains everything; --skip-baseline omits step 3.
 """
+
 import argparse
 import json
 import os
@@ -56,8 +57,15 @@ def train(config, fresh, extra=()):
         print(f"cached: {final} (delete it or pass --fresh to retrain)")
     else:
         t0 = time.time()
-        run([sys.executable, "tools/train_net.py", "--config-file", os.path.join(CONFIGS, config),
-             *extra])
+        run(
+            [
+                sys.executable,
+                "tools/train_net.py",
+                "--config-file",
+                os.path.join(CONFIGS, config),
+                *extra,
+            ]
+        )
         print(f"trained in {time.time() - t0:.0f} s")
     return cfg, out, final
 
@@ -95,16 +103,29 @@ def main():
 
     banner("5/5 export the distilled student for stock detectron2")
     export_dir = os.path.join(s_out, "export")
-    run([sys.executable, "tools/export_student.py", "--config-file",
-         os.path.join(CONFIGS, "luminet_R50_R18.yaml"), "--checkpoint", s_final,
-         "--output", export_dir])
+    run(
+        [
+            sys.executable,
+            "tools/export_student.py",
+            "--config-file",
+            os.path.join(CONFIGS, "luminet_R50_R18.yaml"),
+            "--checkpoint",
+            s_final,
+            "--output",
+            export_dir,
+        ]
+    )
 
     banner("results on digits_det_val (COCO box AP, %)")
     print(f"{'model':<30}{'AP':>7}{'AP50':>7}{'AP75':>7}  checkpoint")
     for name, ap, path in rows:
-        vals = [ap.get(f"bbox/{k}", float("nan")) if ap else float("nan")
-                for k in ("AP", "AP50", "AP75")]
-        print(f"{name:<30}{vals[0]:7.1f}{vals[1]:7.1f}{vals[2]:7.1f}  {os.path.relpath(path, ROOT)}")
+        vals = [
+            ap.get(f"bbox/{k}", float("nan")) if ap else float("nan")
+            for k in ("AP", "AP50", "AP75")
+        ]
+        print(
+            f"{name:<30}{vals[0]:7.1f}{vals[1]:7.1f}{vals[2]:7.1f}  {os.path.relpath(path, ROOT)}"
+        )
     print(f"\nexported student: {os.path.relpath(export_dir, ROOT)}/student.pth + student.yaml")
     print(f"demo finished in {time.time() - start:.0f} s")
 

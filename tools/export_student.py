@@ -12,6 +12,7 @@ OUTPUT/student.yaml (the student's config without MODEL.DISTILL). Stock detectro
 
 A MobileNetV2 student needs `import luminet_det` first (it registers the backbone).
 """
+
 import argparse
 import sys
 

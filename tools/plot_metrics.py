@@ -5,6 +5,7 @@
     python tools/plot_metrics.py --run alone=output/digits/student_R_18_FPN \
         --run luminet=output/digits/luminet_r50_r18 --output curves.png
 """
+
 import argparse
 import sys
 
@@ -13,8 +14,13 @@ from luminet_det.visualize import plot_metrics
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", action="append", required=True, metavar="LABEL=PATH",
-                        help="a run's metrics.json or OUTPUT_DIR (repeatable)")
+    parser.add_argument(
+        "--run",
+        action="append",
+        required=True,
+        metavar="LABEL=PATH",
+        help="a run's metrics.json or OUTPUT_DIR (repeatable)",
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
     runs = {}

@@ -11,11 +11,11 @@ Extra flags beyond detectron2's ``default_argument_parser``:
     --check-teacher                   evaluate the teacher first and refuse to distill from one
                                       whose box AP is below --min-teacher-ap (default 1.0)
 """
+
 import logging
 import os
 
 import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, verify_results
@@ -78,11 +78,15 @@ def main(args):
 def argument_parser():
     parser = default_argument_parser()
     parser.add_argument(
-        "--register", nargs=3, action="append", metavar=("NAME", "JSON", "IMAGE_ROOT"),
+        "--register",
+        nargs=3,
+        action="append",
+        metavar=("NAME", "JSON", "IMAGE_ROOT"),
         help="register a COCO-format detection set under NAME (repeatable)",
     )
     parser.add_argument(
-        "--check-teacher", action="store_true",
+        "--check-teacher",
+        action="store_true",
         help="evaluate the teacher on DATASETS.TEST[0] before training; stop if its AP is low",
     )
     parser.add_argument("--min-teacher-ap", type=float, default=1.0)

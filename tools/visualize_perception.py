@@ -8,6 +8,7 @@ Classifier (a batch of the validation split):
     python tools/visualize_perception.py classifier --arch resnet56 --weights output/cls/.../best.pth \
         --data digits --output perception_cls.png
 """
+
 import argparse
 import sys
 
@@ -38,8 +39,9 @@ def detector_logits(config_file, weights, dataset, images, opts):
     features = model.backbone(x.tensor)
     proposals, _ = model.proposal_generator(x, features, None)
     heads = model.roi_heads
-    box = heads.box_pooler([features[f] for f in heads.box_in_features],
-                           [p.proposal_boxes for p in proposals])
+    box = heads.box_pooler(
+        [features[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals]
+    )
     logits = heads.box_predictor(heads.box_head(box))[0]
     classes = list(MetadataCatalog.get(name).thing_classes) + ["background"]
     return logits, classes
@@ -79,15 +81,26 @@ def main(argv=None):
     args = parser.parse_args(argv)
     target = None
     if args.kind == "detector":
-        logits, names = detector_logits(args.config_file, args.weights, args.dataset, args.images, args.opts)
+        logits, names = detector_logits(
+            args.config_file, args.weights, args.dataset, args.images, args.opts
+        )
         fg = torch.softmax(logits, 1)[:, :-1]
         row = int(fg.max(1).values.argmax()) if args.row is None else args.row
     else:
-        logits, names, labels = classifier_logits(args.arch, args.weights, args.data, args.root, args.batch)
+        logits, names, labels = classifier_logits(
+            args.arch, args.weights, args.data, args.root, args.batch
+        )
         row = int(torch.softmax(logits, 1).max(1).values.argmax()) if args.row is None else args.row
         target = int(labels[row])
-    perception_figure(logits, row, args.output, names, args.temperature, target,
-                      title=f"{args.kind}: row {row} of {logits.shape[0]} (batch perception)")
+    perception_figure(
+        logits,
+        row,
+        args.output,
+        names,
+        args.temperature,
+        target,
+        title=f"{args.kind}: row {row} of {logits.shape[0]} (batch perception)",
+    )
     print(f"wrote {args.output} (row {row} of {tuple(logits.shape)})")
 
 

@@ -6,6 +6,7 @@ Never imports detectron2; uses the same loss functions as the detector
     python -m luminet_det.cls train --config configs/CIFAR-100/res32x4_res8x4_luminet.yaml
     python -m luminet_det.cls eval --config ... --checkpoint output/.../best.pth
 """
+
 from .config import METHODS, get_cfg, load_config
 from .engine import Trainer, distillation_loss, evaluate, evaluate_checkpoint
 from .metrics import classification_report, ece_mce, fpr_at_95_tpr, topk_accuracy

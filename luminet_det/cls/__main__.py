@@ -6,6 +6,7 @@ train: trains MODEL.STUDENT with METHOD.NAME (ce = alone, which is also how teac
        luminet_det.cls train ...
 eval:  prints top-1, top-5, ECE, MCE and FPR95 of --checkpoint on DATA's validation split.
 """
+
 import argparse
 import json
 import logging
@@ -29,8 +30,9 @@ def main(argv=None) -> int:
     ev.add_argument("--arch", default=None, help="model name if the checkpoint does not say")
     ev.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S"
+    )
     if args.command == "train":
         cfg = load_config(args.config, args.overrides)
         result = Trainer(cfg, resume=args.resume, progress=not args.no_progress).train()

@@ -1,5 +1,6 @@
 """Configuration of luminet_det.cls (a yacs CfgNode; YAML files in configs/CIFAR-100,
 configs/ImageNet and configs/Digits-Classification)."""
+
 from __future__ import annotations
 
 import os
@@ -99,7 +100,9 @@ def load_config(path: str = "", overrides: Sequence[str] = ()) -> CN:
     from luminet_det.stats import STATS_MODES
 
     if cfg.METHOD.STATS not in STATS_MODES:
-        raise ValueError(f"METHOD.STATS must be one of {list(STATS_MODES)}, got {cfg.METHOD.STATS!r}.")
+        raise ValueError(
+            f"METHOD.STATS must be one of {list(STATS_MODES)}, got {cfg.METHOD.STATS!r}."
+        )
     if cfg.METHOD.TEMPERATURE <= 0:
         raise ValueError(f"METHOD.TEMPERATURE must be > 0, got {cfg.METHOD.TEMPERATURE}.")
     if cfg.METHOD.NAME != "ce" and not cfg.MODEL.TEACHER_WEIGHTS:

@@ -1,5 +1,6 @@
 """Datasets of luminet_det.cls: CIFAR-100 and ImageNet-style folders through torchvision, and a
 built-in set that needs no download (scikit-learn's handwritten digits, upscaled)."""
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,9 @@ class DigitsClassification(Dataset):
         val = np.arange(len(data.images)) % 5 == 0
         keep = ~val if train else val
         images = torch.tensor(data.images[keep], dtype=torch.float32)[:, None] / 16.0
-        images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear",
-                                                 align_corners=False)
+        images = torch.nn.functional.interpolate(
+            images, size=(size, size), mode="bilinear", align_corners=False
+        )
         self.images = ((images - 0.3) / 0.4).expand(-1, 3, -1, -1).contiguous()
         self.labels = torch.tensor(data.target[keep], dtype=torch.long)
         self.train, self.pad = train, size // 8
@@ -70,14 +72,24 @@ def build_dataset(name: str, root: str, train: bool) -> Dataset:
     if name == "cifar100":
         from torchvision.datasets import CIFAR100
 
-        tf = (T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                         T.Normalize(_CIFAR_MEAN, _CIFAR_STD)]) if train else
-              T.Compose([T.ToTensor(), T.Normalize(_CIFAR_MEAN, _CIFAR_STD)]))
+        tf = (
+            T.Compose(
+                [
+                    T.RandomCrop(32, padding=4),
+                    T.RandomHorizontalFlip(),
+                    T.ToTensor(),
+                    T.Normalize(_CIFAR_MEAN, _CIFAR_STD),
+                ]
+            )
+            if train
+            else T.Compose([T.ToTensor(), T.Normalize(_CIFAR_MEAN, _CIFAR_STD)])
+        )
         try:
             return CIFAR100(root, train=train, download=False, transform=tf)
         except RuntimeError:
             raise _missing(
-                "CIFAR-100", os.path.join(root, "cifar-100-python", "{train,test,meta}"),
+                "CIFAR-100",
+                os.path.join(root, "cifar-100-python", "{train,test,meta}"),
                 "Download cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
                 f"and unpack it in {root!r} (or call torchvision.datasets.CIFAR100(root, "
                 "download=True) once on a machine with internet).",
@@ -86,14 +98,30 @@ def build_dataset(name: str, root: str, train: bool) -> Dataset:
         from torchvision.datasets import ImageFolder
 
         size = 224 if name == "imagenet" else 64
-        tf = (T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(),
-                         T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD)]) if train else
-              T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size), T.ToTensor(),
-                         T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD)]))
+        tf = (
+            T.Compose(
+                [
+                    T.RandomResizedCrop(size),
+                    T.RandomHorizontalFlip(),
+                    T.ToTensor(),
+                    T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD),
+                ]
+            )
+            if train
+            else T.Compose(
+                [
+                    T.Resize(int(size * 256 / 224)),
+                    T.CenterCrop(size),
+                    T.ToTensor(),
+                    T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD),
+                ]
+            )
+        )
         split = os.path.join(root, "train" if train else "val")
         if not os.path.isdir(split):
             raise _missing(
-                name, f"class folders under {split!r} (e.g. {split}/n01440764/*.JPEG)",
+                name,
+                f"class folders under {split!r} (e.g. {split}/n01440764/*.JPEG)",
                 "Extract the train and val archives into one folder per class (for ImageNet's "
                 "val set, sort the images into class folders with the devkit labels).",
             )

@@ -1,4 +1,5 @@
 """Training and evaluation loop of luminet_det.cls (CE / KD / DKD / LumiNet)."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ DistillFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 _DISTILL: Dict[str, Callable[..., DistillFn]] = {
     "kd": lambda m, c: lambda s, t, y: kd_loss(s, t, m.TEMPERATURE),
     "dkd": lambda m, c: lambda s, t, y: dkd_loss(s, t, y, m.DKD_ALPHA, m.DKD_BETA, m.TEMPERATURE),
-    "luminet": lambda m, c: LuminetLoss(temperature=m.TEMPERATURE, eps=m.EPS, stats=m.STATS,
-                                        num_classes=c),
+    "luminet": lambda m, c: LuminetLoss(
+        temperature=m.TEMPERATURE, eps=m.EPS, stats=m.STATS, num_classes=c
+    ),
 }
 
 
@@ -94,7 +96,9 @@ class Trainer:
         num_classes = NUM_CLASSES[cfg.DATA.NAME]
         self.train_set = build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=True)
         self.val_set = build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=False)
-        self.student = build_model(cfg.MODEL.STUDENT, num_classes, cfg.MODEL.STUDENT_WEIGHTS or None)
+        self.student = build_model(
+            cfg.MODEL.STUDENT, num_classes, cfg.MODEL.STUDENT_WEIGHTS or None
+        )
         self.student.to(self.device)
         self.distill = distillation_loss(cfg.METHOD, num_classes)
         if isinstance(self.distill, nn.Module):  # e.g. LumiNet's running teacher statistics
@@ -109,17 +113,29 @@ class Trainer:
                 self.student, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         per_process = max(1, cfg.SOLVER.BATCH_SIZE // self.world)
-        sampler = (torch.utils.data.DistributedSampler(self.train_set, self.world, self.rank, seed=cfg.SEED)
-                   if self.world > 1 else None)
+        sampler = (
+            torch.utils.data.DistributedSampler(
+                self.train_set, self.world, self.rank, seed=cfg.SEED
+            )
+            if self.world > 1
+            else None
+        )
         generator = torch.Generator().manual_seed(cfg.SEED)
         self.train_loader = DataLoader(
-            self.train_set, per_process, shuffle=sampler is None, sampler=sampler,
-            num_workers=cfg.DATA.NUM_WORKERS, drop_last=True, generator=generator,
+            self.train_set,
+            per_process,
+            shuffle=sampler is None,
+            sampler=sampler,
+            num_workers=cfg.DATA.NUM_WORKERS,
+            drop_last=True,
+            generator=generator,
             pin_memory=self.device.type == "cuda",
         )
         self.val_loader = DataLoader(self.val_set, 256, num_workers=cfg.DATA.NUM_WORKERS)
         self.optimizer = torch.optim.SGD(
-            self.student.parameters(), lr=cfg.SOLVER.LR, momentum=cfg.SOLVER.MOMENTUM,
+            self.student.parameters(),
+            lr=cfg.SOLVER.LR,
+            momentum=cfg.SOLVER.MOMENTUM,
             weight_decay=cfg.SOLVER.WEIGHT_DECAY,
         )
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
@@ -151,14 +167,26 @@ class Trainer:
             return
         if metrics["top1"] > self.best_top1:
             self.best_top1 = metrics["top1"]
-            atomic_save({"model": self.student.state_dict(), "epoch": epoch, "metrics": metrics,
-                         "arch": self.cfg.MODEL.STUDENT}, self.best_path)
+            atomic_save(
+                {
+                    "model": self.student.state_dict(),
+                    "epoch": epoch,
+                    "metrics": metrics,
+                    "arch": self.cfg.MODEL.STUDENT,
+                },
+                self.best_path,
+            )
         atomic_save(
-            {"model": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
-             "scheduler": self.scheduler.state_dict(), "epoch": epoch,
-             "best_top1": self.best_top1, "arch": self.cfg.MODEL.STUDENT,
-             "config": self.cfg.dump(),
-             "distill": self.distill.state_dict() if isinstance(self.distill, nn.Module) else {}},
+            {
+                "model": self.student.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "epoch": epoch,
+                "best_top1": self.best_top1,
+                "arch": self.cfg.MODEL.STUDENT,
+                "config": self.cfg.dump(),
+                "distill": self.distill.state_dict() if isinstance(self.distill, nn.Module) else {},
+            },
             self.last_path,
         )
 
@@ -180,8 +208,9 @@ class Trainer:
         if self.progress and self.rank == 0:
             from tqdm import tqdm
 
-            batches = tqdm(batches, desc=f"epoch {epoch}/{cfg.SOLVER.EPOCHS}", leave=False,
-                           dynamic_ncols=True)
+            batches = tqdm(
+                batches, desc=f"epoch {epoch}/{cfg.SOLVER.EPOCHS}", leave=False, dynamic_ncols=True
+            )
         factor = self._warmup(epoch)
         for it, (x, y) in enumerate(batches):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -227,8 +256,7 @@ class Trainer:
             if self.rank == 0:
                 result = evaluate(self.student, self.val_loader, self.device)
                 self._save(epoch, result)
-                row = {"epoch": epoch, "lr": lr, **losses, **result,
-                       "time": time.time() - start}
+                row = {"epoch": epoch, "lr": lr, **losses, **result, "time": time.time() - start}
                 _append(metrics_path, row)
                 done = epoch - self.start_epoch + 1
                 eta = (time.time() - start) / done * (cfg.SOLVER.EPOCHS - epoch)
@@ -253,7 +281,9 @@ def evaluate_checkpoint(cfg, checkpoint: str, arch: Optional[str] = None) -> Dic
     arch = arch or (state.get("arch") if isinstance(state, dict) else None) or cfg.MODEL.STUDENT
     device = _device(cfg)
     model = build_model(arch, NUM_CLASSES[cfg.DATA.NAME], checkpoint).to(device)
-    loader = DataLoader(build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=False), 256,
-                        num_workers=cfg.DATA.NUM_WORKERS)
+    loader = DataLoader(
+        build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=False),
+        256,
+        num_workers=cfg.DATA.NUM_WORKERS,
+    )
     return evaluate(model, loader, device)
-

@@ -1,6 +1,7 @@
 """Classification metrics of the LumiNet paper (Table 10, appendix A.9.1): top-k accuracy,
 ECE and MCE with equal-width confidence bins, and FPR at 95 % TPR per class (one vs rest),
 averaged over classes. Pure numpy/torch."""
+
 from __future__ import annotations
 
 from typing import Dict, Sequence
@@ -20,7 +21,9 @@ def _check(probs: np.ndarray, labels: np.ndarray) -> None:
         raise ValueError(f"labels must lie in [0, {probs.shape[1] - 1}].")
 
 
-def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> Dict[int, float]:
+def topk_accuracy(
+    logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)
+) -> Dict[int, float]:
     """Percentage of rows whose label is among the k highest logits, for each k (k is capped
     at the number of classes)."""
     if logits.shape[0] == 0:
@@ -82,10 +85,18 @@ def fpr_at_95_tpr(probs: np.ndarray, labels: np.ndarray) -> float:
     return 100.0 * float(np.mean(fprs)) if fprs else float("nan")
 
 
-def classification_report(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> Dict[str, float]:
+def classification_report(
+    logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
+) -> Dict[str, float]:
     """top1, top5, ece, mce, fpr95 (all percent) of a set of logits."""
     acc = topk_accuracy(logits, labels, (1, 5))
     probs = torch.softmax(logits.float(), 1).cpu().numpy()
     y = labels.cpu().numpy()
     ece, mce = ece_mce(probs, y, n_bins)
-    return {"top1": acc[1], "top5": acc[5], "ece": ece, "mce": mce, "fpr95": fpr_at_95_tpr(probs, y)}
+    return {
+        "top1": acc[1],
+        "top5": acc[5],
+        "ece": ece,
+        "mce": mce,
+        "fpr95": fpr_at_95_tpr(probs, y),
+    }

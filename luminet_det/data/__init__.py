@@ -3,6 +3,7 @@
 Importing this package registers ``digits_det_train`` / ``digits_det_val`` in detectron2's
 catalogs.
 """
+
 from .builtin import BUILTIN_DATASETS, digits_root, register_builtin_digits
 from .coco import load_coco_detection, read_coco_json, register_coco_detection
 from .digits import DIGIT_CLASSES, generate_digits_detection

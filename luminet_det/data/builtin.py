@@ -4,6 +4,7 @@ Names: ``digits_det_train`` and ``digits_det_val``, under
 ``$DETECTRON2_DATASETS/digits_det`` (``DETECTRON2_DATASETS`` defaults to ``datasets``, as in
 detectron2). Generate the files with ``python datasets/prepare_digits.py``.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,9 @@ BUILTIN_DATASETS = {"digits_det_train": "train", "digits_det_val": "val"}
 
 
 def digits_root() -> str:
-    return os.path.join(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "digits_det")
+    return os.path.join(
+        os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "digits_det"
+    )
 
 
 def _load(name: str):

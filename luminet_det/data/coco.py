@@ -1,4 +1,5 @@
 """Register and load any COCO-format detection set, with errors that say what to fix."""
+
 from __future__ import annotations
 
 import json

@@ -11,6 +11,7 @@ Layout written by :func:`generate_digits_detection` under ``root``::
     root/train/000000.png ...    root/annotations/instances_train.json
     root/val/000000.png ...      root/annotations/instances_val.json
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,13 @@ def _distractors(rng: np.random.Generator, img: Image.Image) -> None:
         else:
             x, y = rng.uniform(0, size, 2)
             r = rng.uniform(2, 7)
-            draw.arc([x - r, y - r, x + r, y + r], 0, float(rng.uniform(90, 360)), fill=color,
-                     width=int(rng.integers(1, 3)))
+            draw.arc(
+                [x - r, y - r, x + r, y + r],
+                0,
+                float(rng.uniform(90, 360)),
+                fill=color,
+                width=int(rng.integers(1, 3)),
+            )
 
 
 def _iou(a, b) -> float:
@@ -151,7 +157,10 @@ def generate_digits_detection(
     images, targets = data.images, data.target
     # disjoint digit samples: every fifth sample is reserved for validation
     val_mask = np.arange(len(images)) % 5 == 0
-    pools = {"train": (images[~val_mask], targets[~val_mask]), "val": (images[val_mask], targets[val_mask])}
+    pools = {
+        "train": (images[~val_mask], targets[~val_mask]),
+        "val": (images[val_mask], targets[val_mask]),
+    }
     out = {}
     for split, count, split_seed in (("train", num_train, seed), ("val", num_val, seed + 10_000)):
         rng = np.random.default_rng(split_seed)
@@ -162,8 +171,13 @@ def generate_digits_detection(
             "info": {
                 "description": "luminet_det built-in digits detection set",
                 "version": _VERSION,
-                "generator": dict(seed=seed, image_size=image_size, min_digit=min_digit,
-                                  max_digit=max_digit, max_objects=max_objects),
+                "generator": dict(
+                    seed=seed,
+                    image_size=image_size,
+                    min_digit=min_digit,
+                    max_digit=max_digit,
+                    max_objects=max_objects,
+                ),
             },
             "images": [],
             "annotations": [],
@@ -225,7 +239,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         return
     print(f"Generating the built-in digits detection set in {root} ...", flush=True)
     generate_digits_detection(
-        root, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size,
-        seed=args.seed, progress=True,
+        root,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        image_size=args.image_size,
+        seed=args.seed,
+        progress=True,
     )
     print(f"Done: {root}")

@@ -3,6 +3,7 @@
 Importing this package registers ``DistillRCNN`` in ``META_ARCH_REGISTRY`` and
 ``build_mobilenetv2_fpn_backbone`` in ``BACKBONE_REGISTRY``.
 """
+
 from .backbone import MobileNetV2, build_mobilenetv2_backbone, build_mobilenetv2_fpn_backbone
 from .distill_rcnn import STUDENT_EXCLUDED_PREFIXES, DistillRCNN, student_state_dict
 from .reviewkd import ABF, ReviewKD

@@ -1,4 +1,5 @@
 """MobileNetV2 (torchvision) as a detectron2 backbone, and its FPN variant."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Sequence

@@ -1,4 +1,5 @@
 """DistillRCNN: a GeneralizedRCNN student trained against a frozen teacher detector."""
+
 from __future__ import annotations
 
 import contextlib
@@ -25,7 +26,10 @@ logger = logging.getLogger(__name__)
 
 #: Prefixes of DistillRCNN state-dict keys that are not part of the student detector.
 STUDENT_EXCLUDED_PREFIXES = (
-    "teacher.", "extra_teachers.", "feature_losses.", "logit_loss_modules."
+    "teacher.",
+    "extra_teachers.",
+    "feature_losses.",
+    "logit_loss_modules.",
 )
 
 #: A logit loss term: (student logits (R, K+1), teacher logits (R, K+1), gt classes (R,)) -> scalar
@@ -128,7 +132,9 @@ class DistillRCNN(GeneralizedRCNN):
                 f"{sorted(loss_weights)}."
             )
         if not isinstance(warmup_iters, int) or warmup_iters < 0:
-            raise ValueError(f"MODEL.DISTILL.WARMUP_ITERS must be an int >= 0, got {warmup_iters!r}")
+            raise ValueError(
+                f"MODEL.DISTILL.WARMUP_ITERS must be an int >= 0, got {warmup_iters!r}"
+            )
 
         extra_teachers = list(extra_teachers or [])
         for t in [teacher] + extra_teachers:
@@ -190,7 +196,10 @@ class DistillRCNN(GeneralizedRCNN):
             raise ValueError(f"MODEL.DISTILL.LOSSES lists a loss twice: {losses}")
 
         teacher_cfg = load_teacher_cfg(d.TEACHER_CONFIG, d.TEACHER_OPTS, cfg.MODEL.DEVICE)
-        s_classes, t_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES, teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        s_classes, t_classes = (
+            cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+        )
         if s_classes != t_classes:  # checked before loading weights: the clearer message
             raise ValueError(
                 f"Teacher and student class counts differ: the teacher config "
@@ -310,11 +319,14 @@ class DistillRCNN(GeneralizedRCNN):
     def _teacher_forward(self, batched_inputs, proposals, need_logits: bool):
         """The (first) teacher's FPN features, and the ROI logits on the student's sampled
         proposals, averaged over the ensemble when there are extra teachers."""
-        features, logits = _run_teacher(self.teacher, self.input_format, batched_inputs,
-                                        proposals, need_logits)
+        features, logits = _run_teacher(
+            self.teacher, self.input_format, batched_inputs, proposals, need_logits
+        )
         if need_logits and len(self.extra_teachers):
-            others = [_run_teacher(t, self.input_format, batched_inputs, proposals, True)[1]
-                      for t in self.extra_teachers]
+            others = [
+                _run_teacher(t, self.input_format, batched_inputs, proposals, True)[1]
+                for t in self.extra_teachers
+            ]
             logits = torch.stack([logits] + others).mean(0)
         return features, logits
 
@@ -362,7 +374,9 @@ _TEACHER_PREFIXES = ("teacher.", "extra_teachers.")
 
 
 def _drop_teacher_keys(module, state_dict, prefix, local_metadata):
-    for key in [k for k in state_dict if k.startswith(tuple(prefix + p for p in _TEACHER_PREFIXES))]:
+    for key in [
+        k for k in state_dict if k.startswith(tuple(prefix + p for p in _TEACHER_PREFIXES))
+    ]:
         del state_dict[key]
 
 

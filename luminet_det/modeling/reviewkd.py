@@ -1,5 +1,6 @@
 """ReviewKD feature distillation on FPN levels (Chen et al., "Distilling Knowledge via
 Knowledge Review", CVPR 2021), the "Ours*" rows of the LumiNet paper (Table 12)."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -97,7 +98,9 @@ class ReviewKD(nn.Module):
         strides = {n: (student_shapes[n].stride, teacher_shapes[n].stride) for n in student_shapes}
         bad = {n: s for n, s in strides.items() if s[0] != s[1]}
         if bad:
-            raise ValueError(f"Student and teacher strides differ at levels (student, teacher): {bad}")
+            raise ValueError(
+                f"Student and teacher strides differ at levels (student, teacher): {bad}"
+            )
         if not isinstance(mid_channels, int) or mid_channels <= 0:
             raise ValueError(f"MODEL.DISTILL.REVIEWKD.MID_CHANNELS must be > 0, got {mid_channels}")
         if any(not isinstance(p, int) or p <= 0 for p in pool_levels):

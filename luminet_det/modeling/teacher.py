@@ -1,4 +1,5 @@
 """Build a frozen teacher detector from its own detectron2 config and weights."""
+
 from __future__ import annotations
 
 import logging
@@ -113,9 +114,9 @@ def load_teacher_weights(teacher: torch.nn.Module, weights: str, config: str = "
         raise RuntimeError(f"The teacher checkpoint {weights!r} holds no model weights.")
     # Keys of the teacher that the file did not provide (absent, or of another shape and so
     # skipped): those parameters and buffers keep their random initialisation.
-    not_loaded = [
-        k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")
-    ] + [k for k, *_ in incompatible.incorrect_shapes]
+    not_loaded = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")] + [
+        k for k, *_ in incompatible.incorrect_shapes
+    ]
     if not_loaded:
         total = len(teacher.state_dict())
         shown = ", ".join(not_loaded[:8]) + (" ..." if len(not_loaded) > 8 else "")
@@ -147,8 +148,9 @@ def build_teacher(teacher_cfg: CfgNode, weights: str, config_name: str = "") -> 
         config_name (str): the model-zoo name of the teacher config (for ``weights="zoo"``).
     """
     teacher = build_model(teacher_cfg)
-    missing = [a for a in ("box_pooler", "box_head", "box_predictor") if not hasattr(
-        teacher.roi_heads, a)]
+    missing = [
+        a for a in ("box_pooler", "box_head", "box_predictor") if not hasattr(teacher.roi_heads, a)
+    ]
     if missing:
         raise ValueError(
             f"The teacher's ROI heads ({type(teacher.roi_heads).__name__}) have no {missing}; "

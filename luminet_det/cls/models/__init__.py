@@ -1,5 +1,6 @@
 """Model zoo of luminet_det.cls: CIFAR architectures (written here) and torchvision's
 ImageNet models. Every model returns ``(logits, penultimate features)``."""
+
 from __future__ import annotations
 
 import functools
@@ -8,7 +9,7 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import nn
 
-from .cifar import CifarResNet, MobileNetV2Cifar, ShuffleNetV1, ShuffleNetV2, VGG, WideResNet
+from .cifar import VGG, CifarResNet, MobileNetV2Cifar, ShuffleNetV1, ShuffleNetV2, WideResNet
 
 __all__ = ["build_model", "MODELS", "TorchvisionClassifier"]
 
@@ -83,8 +84,10 @@ def build_model(name: str, num_classes: int, weights: Optional[str] = None) -> n
             k.startswith(("net.", "head.")) for k in state
         ):  # a plain torchvision state dict
             head = "fc." if "fc.weight" in state else "classifier.1."
-            state = {("head." + k[len(head):]) if k.startswith(head) else "net." + k: v
-                     for k, v in state.items()}
+            state = {
+                ("head." + k[len(head) :]) if k.startswith(head) else "net." + k: v
+                for k, v in state.items()
+            }
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(

@@ -5,6 +5,7 @@ representation (N, D) before the classifier. Architectures follow the definition
 with the CRD benchmark (Tian et al., ICLR 2020) that mdistiller and the LumiNet paper use, so
 parameter counts match the published ones (tested).
 """
+
 from __future__ import annotations
 
 from typing import List, Sequence, Tuple
@@ -90,7 +91,9 @@ class _WideBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_planes)
         self.conv2 = nn.Conv2d(out_planes, out_planes, 3, 1, 1, bias=False)
         self.equal = in_planes == out_planes
-        self.shortcut = None if self.equal else nn.Conv2d(in_planes, out_planes, 1, stride, bias=False)
+        self.shortcut = (
+            None if self.equal else nn.Conv2d(in_planes, out_planes, 1, stride, bias=False)
+        )
 
     def forward(self, x):
         pre = F.relu(self.bn1(x))
@@ -172,10 +175,14 @@ class _InvertedResidual(nn.Module):
         hidden = inp * expand
         self.use_res = stride == 1 and inp == oup
         self.conv = nn.Sequential(
-            nn.Conv2d(inp, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(True),
+            nn.Conv2d(inp, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(True),
             nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
-            nn.BatchNorm2d(hidden), nn.ReLU(True),
-            nn.Conv2d(hidden, oup, 1, bias=False), nn.BatchNorm2d(oup),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(True),
+            nn.Conv2d(hidden, oup, 1, bias=False),
+            nn.BatchNorm2d(oup),
         )
 
     def forward(self, x):
@@ -188,11 +195,20 @@ class MobileNetV2Cifar(nn.Module):
 
     def __init__(self, *, width_mult: float = 0.5, expand: int = 6, num_classes: int = 100):
         super().__init__()
-        setting = [[1, 16, 1, 1], [expand, 24, 2, 1], [expand, 32, 3, 2], [expand, 64, 4, 2],
-                   [expand, 96, 3, 1], [expand, 160, 3, 2], [expand, 320, 1, 1]]
+        setting = [
+            [1, 16, 1, 1],
+            [expand, 24, 2, 1],
+            [expand, 32, 3, 2],
+            [expand, 64, 4, 2],
+            [expand, 96, 3, 1],
+            [expand, 160, 3, 2],
+            [expand, 320, 1, 1],
+        ]
         in_ch = int(32 * width_mult)
         layers: List[nn.Module] = [
-            nn.Conv2d(3, in_ch, 3, 2, 1, bias=False), nn.BatchNorm2d(in_ch), nn.ReLU(True)
+            nn.Conv2d(3, in_ch, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(in_ch),
+            nn.ReLU(True),
         ]
         for t, c, n, s in setting:
             out_ch = int(c * width_mult)
@@ -200,8 +216,11 @@ class MobileNetV2Cifar(nn.Module):
                 layers.append(_InvertedResidual(in_ch, out_ch, s if i == 0 else 1, t))
                 in_ch = out_ch
         self.last_channel = 1280
-        layers += [nn.Conv2d(in_ch, self.last_channel, 1, bias=False),
-                   nn.BatchNorm2d(self.last_channel), nn.ReLU(True)]
+        layers += [
+            nn.Conv2d(in_ch, self.last_channel, 1, bias=False),
+            nn.BatchNorm2d(self.last_channel),
+            nn.ReLU(True),
+        ]
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(self.last_channel, num_classes)
         _init(self)
@@ -241,8 +260,14 @@ class _ShuffleV1Block(nn.Module):
 class ShuffleNetV1(nn.Module):
     """ShuffleNetV1 (g=3) for CIFAR as in CRD."""
 
-    def __init__(self, *, num_classes: int = 100, out_planes=(240, 480, 960), blocks=(4, 8, 4),
-                 groups: int = 3):
+    def __init__(
+        self,
+        *,
+        num_classes: int = 100,
+        out_planes=(240, 480, 960),
+        blocks=(4, 8, 4),
+        groups: int = 3,
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 24, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(24)
@@ -267,9 +292,14 @@ class _ShuffleV2Block(nn.Module):
         super().__init__()
         c = channels // 2
         self.branch = nn.Sequential(
-            nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(True),
-            nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False), nn.BatchNorm2d(c),
-            nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(True),
+            nn.Conv2d(c, c, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(True),
+            nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False),
+            nn.BatchNorm2d(c),
+            nn.Conv2d(c, c, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(True),
         )
 
     def forward(self, x):
@@ -282,13 +312,21 @@ class _ShuffleV2Down(nn.Module):
         super().__init__()
         mid = out_ch // 2
         self.left = nn.Sequential(
-            nn.Conv2d(in_ch, in_ch, 3, 2, 1, groups=in_ch, bias=False), nn.BatchNorm2d(in_ch),
-            nn.Conv2d(in_ch, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(True),
+            nn.Conv2d(in_ch, in_ch, 3, 2, 1, groups=in_ch, bias=False),
+            nn.BatchNorm2d(in_ch),
+            nn.Conv2d(in_ch, mid, 1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(True),
         )
         self.right = nn.Sequential(
-            nn.Conv2d(in_ch, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(True),
-            nn.Conv2d(mid, mid, 3, 2, 1, groups=mid, bias=False), nn.BatchNorm2d(mid),
-            nn.Conv2d(mid, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(True),
+            nn.Conv2d(in_ch, mid, 1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(True),
+            nn.Conv2d(mid, mid, 3, 2, 1, groups=mid, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.Conv2d(mid, mid, 1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(True),
         )
 
     def forward(self, x):
