@@ -110,8 +110,7 @@ def perception(
     if mean is None:
         if z.shape[0] == 0:
             return z.clone()
-        mean = z.mean(dim=0)
-        var = z.var(dim=0, unbiased=False)
+        var, mean = torch.var_mean(z, dim=0, unbiased=False)  # one pass over the batch
     else:
         if mean.shape != (z.shape[1],) or var.shape != (z.shape[1],):
             raise ValueError(
@@ -119,7 +118,7 @@ def perception(
                 f"{tuple(var.shape)}."
             )
         mean, var = mean.to(z.dtype), var.to(z.dtype)
-    return (z - mean) / torch.sqrt(var + eps)
+    return (z - mean) * torch.rsqrt(var + eps)
 
 
 def luminet_loss(
