@@ -26,7 +26,6 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -262,9 +261,9 @@ def bench_memory(quick, tmp):
 
 # ----------------------------------------------------------------------------- accuracy
 def _final_ap(output_dir):
-    rows = [json.loads(x) for x in open(os.path.join(output_dir, "metrics.json")) if x.strip()]
-    rows = [r for r in rows if "bbox/AP" in r]
-    return rows[-1]["bbox/AP"]
+    from luminet_det.visualize import read_metrics
+
+    return [r for r in read_metrics(output_dir) if "bbox/AP" in r][-1]["bbox/AP"]
 
 
 def _done(output_dir):
@@ -348,13 +347,6 @@ def bench_detection_accuracy(seeds, quick, out_root, env):
             results[name].append(_final_ap(out))
             log(f"  AP {results[name][-1]:.2f} ({time.time() - t0:.0f} s)")
     return results
-
-
-def _cls_rows(output_dir):
-    path = os.path.join(output_dir, "metrics.json")
-    if not os.path.isfile(path):
-        return []
-    return [json.loads(x) for x in open(path) if x.strip()]
 
 
 def bench_classification_accuracy(seeds, quick, out_root):

@@ -217,3 +217,11 @@ def test_shipped_cls_configs_load(root_dir):
     inet = load_config(os.path.join(root_dir, "configs", "ImageNet", "r34_r18", "luminet.yaml"))
     assert (inet.SOLVER.BATCH_SIZE, inet.SOLVER.EPOCHS, inet.SOLVER.LR) == (512, 100, 0.2)
     assert (inet.METHOD.CE_WEIGHT, inet.METHOD.WEIGHT, inet.METHOD.TEMPERATURE) == (0.7, 4.0, 1.0)
+
+
+def test_a_new_run_starts_a_new_metrics_file(tmp_path):
+    cfg = _cfg(tmp_path, "ce", ["SOLVER.EPOCHS=1"])
+    Trainer(cfg, progress=False).train()
+    Trainer(cfg, progress=False).train()  # same OUTPUT_DIR, not --resume
+    rows = [json.loads(line) for line in open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))]
+    assert [r["epoch"] for r in rows] == [1]

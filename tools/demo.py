@@ -14,7 +14,6 @@ ETA. Options: --fresh retrains everything; --skip-baseline omits step 3.
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -40,12 +39,12 @@ def load_cfg(name):
 
 
 def final_ap(output_dir):
-    """The last bbox AP row that detectron2 wrote into OUTPUT_DIR/metrics.json."""
-    path = os.path.join(output_dir, "metrics.json")
-    if not os.path.isfile(path):
+    """The last bbox AP row that detectron2 wrote into OUTPUT_DIR/metrics.json, or None."""
+    from luminet_det.visualize import read_metrics
+
+    if not os.path.isfile(os.path.join(output_dir, "metrics.json")):
         return None
-    rows = [json.loads(line) for line in open(path) if line.strip()]
-    rows = [r for r in rows if "bbox/AP" in r]
+    rows = [r for r in read_metrics(output_dir) if "bbox/AP" in r]
     return rows[-1] if rows else None
 
 

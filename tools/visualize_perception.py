@@ -24,6 +24,7 @@ def detector_logits(config_file, weights, dataset, images, opts):
     from detectron2.modeling import build_model
 
     from luminet_det import load_config
+    from luminet_det.modeling import box_logits
 
     cfg = load_config(config_file, opts)
     cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -38,11 +39,7 @@ def detector_logits(config_file, weights, dataset, images, opts):
     x = model.preprocess_image(inputs)
     features = model.backbone(x.tensor)
     proposals, _ = model.proposal_generator(x, features, None)
-    heads = model.roi_heads
-    box = heads.box_pooler(
-        [features[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals]
-    )
-    logits = heads.box_predictor(heads.box_head(box))[0]
+    logits = box_logits(model, features, [p.proposal_boxes for p in proposals])
     classes = list(MetadataCatalog.get(name).thing_classes) + ["background"]
     return logits, classes
 

@@ -242,6 +242,8 @@ class Trainer:
     def train(self) -> Dict[str, float]:
         cfg = self.cfg
         metrics_path = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
+        if self.start_epoch == 1 and self.rank == 0 and os.path.isfile(metrics_path):
+            os.remove(metrics_path)  # a new run (not --resume) starts a new metrics file
         if self.teacher is not None and self.start_epoch == 1 and self.rank == 0:
             t = evaluate(self.teacher, self.val_loader, self.device)
             logger.info(f"teacher {cfg.MODEL.TEACHER}: top-1 {t['top1']:.2f}")

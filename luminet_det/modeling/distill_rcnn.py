@@ -20,7 +20,7 @@ from luminet_det.stats import LuminetLoss
 from .reviewkd import ReviewKD
 from .teacher import build_teacher, freeze, load_teacher_cfg
 
-__all__ = ["DistillRCNN", "student_state_dict", "STUDENT_EXCLUDED_PREFIXES"]
+__all__ = ["DistillRCNN", "box_logits", "student_state_dict", "STUDENT_EXCLUDED_PREFIXES"]
 
 logger = logging.getLogger(__name__)
 
@@ -337,18 +337,24 @@ class DistillRCNN(GeneralizedRCNN):
         return min(iteration / self.warmup_iters, 1.0)
 
 
+def box_logits(detector: GeneralizedRCNN, features: Dict[str, torch.Tensor], proposal_boxes):
+    """Box-classification logits (R, K+1) of ``detector``'s box head on the given proposal
+    boxes (a list of Boxes, one per image), from its FPN ``features``."""
+    heads = detector.roi_heads
+    box_features = heads.box_pooler([features[f] for f in heads.box_in_features], proposal_boxes)
+    return heads.box_predictor(heads.box_head(box_features))[0]
+
+
 def _run_teacher(teacher, student_format, batched_inputs, proposals, need_logits: bool):
     if teacher.input_format != student_format:  # RGB <-> BGR (checked in __init__)
         batched_inputs = [dict(x, image=x["image"].flip(0)) for x in batched_inputs]
     images = teacher.preprocess_image(batched_inputs)
     features = teacher.backbone(images.tensor)
-    logits = None
-    if need_logits:
-        heads = teacher.roi_heads
-        box_features = heads.box_pooler(
-            [features[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals]
-        )
-        logits = heads.box_predictor(heads.box_head(box_features))[0]
+    logits = (
+        box_logits(teacher, features, [p.proposal_boxes for p in proposals])
+        if need_logits
+        else None
+    )
     return features, logits
 
 
