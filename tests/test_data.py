@@ -148,3 +148,27 @@ def test_register_coco_detection_sets_classes(small_set):
     assert len(DatasetCatalog.get("digits_reg_test")) == 8
     with pytest.raises(ValueError, match="already registered"):
         register_coco_detection("digits_reg_test", json_file, image_dir)
+
+
+def test_unreadable_image_error_names_the_file(small_set, tmp_path):
+    import shutil
+
+    from luminet_det import load_config
+    from luminet_det.data import CheckedDatasetMapper
+
+    json_file, image_dir = digits_paths(small_set, "val")
+    broken_dir = tmp_path / "images"
+    shutil.copytree(image_dir, broken_dir)
+    first = sorted(os.listdir(broken_dir))[0]
+    (broken_dir / first).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    dicts = load_coco_detection(json_file, str(broken_dir), "broken_test")
+    cfg = load_config(
+        os.path.join(
+            os.path.dirname(__file__), "..", "configs", "Digits-Detection", "student_R_18_FPN.yaml"
+        )
+    )
+    mapper = CheckedDatasetMapper(cfg, True)
+    record = next(d for d in dicts if d["file_name"].endswith(first))
+    with pytest.raises(RuntimeError, match=rf"Could not read image .*{first}.*corrupt"):
+        mapper(record)
+    assert mapper(dicts[1])["image"].shape[0] == 3  # the others still load

@@ -17,10 +17,12 @@ import os
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, verify_results
 
 from luminet_det import load_config
+from luminet_det.data import CheckedDatasetMapper
 from luminet_det.engine import (
     check_num_classes,
     evaluate_teacher,
@@ -30,13 +32,24 @@ from luminet_det.engine import (
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with COCO evaluation and atomic checkpoint writes. The optimizer gets
+    """DefaultTrainer with COCO evaluation, atomic checkpoint writes and data loaders that name
+    unreadable images. The optimizer gets
     the parameters that require gradients: the student's and the distillation adapters'
     (the teacher is frozen)."""
 
     def __init__(self, cfg):
         super().__init__(cfg)
         make_atomic(self.checkpointer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=CheckedDatasetMapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=CheckedDatasetMapper(cfg, False)
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -7,11 +7,13 @@ catalogs.
 from .builtin import BUILTIN_DATASETS, digits_root, register_builtin_digits
 from .coco import load_coco_detection, read_coco_json, register_coco_detection
 from .digits import DIGIT_CLASSES, generate_digits_detection
+from .mapper import CheckedDatasetMapper
 
 register_builtin_digits()
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "CheckedDatasetMapper",
     "DIGIT_CLASSES",
     "digits_root",
     "generate_digits_detection",
