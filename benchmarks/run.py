@@ -23,7 +23,6 @@ Results go to benchmarks/results/<name>.md (date, machine, commit, command, tabl
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics

@@ -11,7 +11,7 @@ import torchvision
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
-from tiny import ROOT, batch, distill_cfg, save_teacher, tiny_cfg
+from tiny import ROOT, distill_cfg, save_teacher, tiny_cfg
 
 from luminet_det import export_student
 from luminet_det.convert import convert_torchvision_state_dict

@@ -1,6 +1,5 @@
 """DistillRCNN: teacher frozen and aligned, losses wired, errors early, checkpoints clean."""
 
-import copy
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
-from tiny import ROOT, batch, distill_cfg, save_teacher, tiny_cfg
+from tiny import batch, distill_cfg, save_teacher, tiny_cfg
 
 from luminet_det import export_student
 from luminet_det.losses import dkd_loss, kd_loss, luminet_loss

@@ -1,7 +1,5 @@
 """Atomic checkpoint writes: an interrupted save never leaves a file under the real name."""
 
-import os
-
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer

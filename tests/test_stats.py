@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from luminet_det.losses import luminet_loss, perception
-from luminet_det.stats import LuminetLoss, RunningMoments, batch_moments, sync_moments
+from luminet_det.stats import LuminetLoss, RunningMoments, batch_moments
 
 
 def test_batch_mode_equals_luminet_loss_and_given_moments_are_used():
