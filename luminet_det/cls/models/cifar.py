@@ -287,20 +287,24 @@ class ShuffleNetV1(nn.Module):
         return self.linear(feat), feat
 
 
+def _shuffle_v2_branch(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
+    """1x1 conv, 3x3 depth-wise conv (stride), 1x1 conv: ShuffleNetV2's main branch."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(True),
+        nn.Conv2d(out_ch, out_ch, 3, stride, 1, groups=out_ch, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.Conv2d(out_ch, out_ch, 1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(True),
+    )
+
+
 class _ShuffleV2Block(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
-        c = channels // 2
-        self.branch = nn.Sequential(
-            nn.Conv2d(c, c, 1, bias=False),
-            nn.BatchNorm2d(c),
-            nn.ReLU(True),
-            nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False),
-            nn.BatchNorm2d(c),
-            nn.Conv2d(c, c, 1, bias=False),
-            nn.BatchNorm2d(c),
-            nn.ReLU(True),
-        )
+        self.branch = _shuffle_v2_branch(channels // 2, channels // 2, 1)
 
     def forward(self, x):
         x1, x2 = x.chunk(2, dim=1)
@@ -318,16 +322,7 @@ class _ShuffleV2Down(nn.Module):
             nn.BatchNorm2d(mid),
             nn.ReLU(True),
         )
-        self.right = nn.Sequential(
-            nn.Conv2d(in_ch, mid, 1, bias=False),
-            nn.BatchNorm2d(mid),
-            nn.ReLU(True),
-            nn.Conv2d(mid, mid, 3, 2, 1, groups=mid, bias=False),
-            nn.BatchNorm2d(mid),
-            nn.Conv2d(mid, mid, 1, bias=False),
-            nn.BatchNorm2d(mid),
-            nn.ReLU(True),
-        )
+        self.right = _shuffle_v2_branch(in_ch, mid, 2)
 
     def forward(self, x):
         return _channel_shuffle(torch.cat([self.left(x), self.right(x)], 1), 2)
