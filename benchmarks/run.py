@@ -277,75 +277,185 @@ def _done(output_dir):
     return ap == ap
 
 
-def bench_detection_accuracy(seeds, quick, out_root, env):
+_QUICK_DET = [
+    "SOLVER.MAX_ITER",
+    "3",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.WARMUP_ITERS",
+    "1",
+    "SOLVER.STEPS",
+    "(100,)",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+]
+
+
+def _detection_teacher(quick, out_root, env):
+    """(weights, AP) of the built-in set's R-50-FPN teacher, trained first if needed (quick:
+    random weights of the right architecture, AP nan)."""
+    if quick:
+        return _teacher_weights(out_root, True), float("nan")
     teacher_final = os.path.join(ROOT, "output", "digits", "teacher_R_50_FPN", "model_final.pth")
-    extra_common = ["DATALOADER.NUM_WORKERS", "1"]
-    if quick:
-        extra_common += [
-            "SOLVER.MAX_ITER",
-            "3",
-            "SOLVER.IMS_PER_BATCH",
-            "2",
-            "SOLVER.WARMUP_ITERS",
-            "1",
-            "SOLVER.STEPS",
-            "(100,)",
-            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-            "32",
-            "DATALOADER.NUM_WORKERS",
-            "0",
-        ]
-    if quick:
-        teacher = _teacher_weights(out_root, True)
-        teacher_ap = float("nan")
-    else:
-        if not os.path.isfile(teacher_final):
-            log("training the teacher (teacher_R_50_FPN.yaml) first")
-            subprocess.run(
-                [
-                    sys.executable,
-                    "tools/train_net.py",
-                    "--config-file",
-                    os.path.join(DIGITS, "teacher_R_50_FPN.yaml"),
-                ],
-                check=True,
-                cwd=ROOT,
-                env=env,
-            )
-        teacher = teacher_final
-        teacher_ap = _final_ap(os.path.dirname(teacher_final))
+    if not os.path.isfile(teacher_final):
+        log("training the teacher (teacher_R_50_FPN.yaml) first")
+        cmd = [sys.executable, "tools/train_net.py", "--config-file"]
+        cmd.append(os.path.join(DIGITS, "teacher_R_50_FPN.yaml"))
+        subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    return teacher_final, _final_ap(os.path.dirname(teacher_final))
+
+
+def _train_detector(label, config, out, seed, teacher, quick, env, extra=(), procs=1):
+    """Train one detector with tools/train_net.py (``procs`` processes) and return its final
+    box AP; a finished run in ``out`` is reused."""
+    if not quick and _done(out):
+        log(f"{label}, seed {seed}: cached run, AP {_final_ap(out):.2f}")
+        return _final_ap(out)
+    cmd = [sys.executable, "tools/train_net.py", "--config-file", os.path.join(DIGITS, config)]
+    cmd += ["--num-gpus", str(procs)] if procs > 1 else []
+    cmd += ["SEED", str(seed), "OUTPUT_DIR", out, "DATALOADER.NUM_WORKERS", "1"]
+    cmd += _QUICK_DET if quick else []
+    if teacher is not None:
+        cmd += ["MODEL.DISTILL.TEACHER_WEIGHTS", teacher]
+    cmd += list(extra)
+    log(f"{label}, seed {seed}")
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    ap = _final_ap(out)
+    log(f"  AP {ap:.2f} ({time.time() - t0:.0f} s)")
+    return ap
+
+
+def bench_detection_accuracy(seeds, quick, out_root, env):
+    teacher, teacher_ap = _detection_teacher(quick, out_root, env)
     results = {"teacher R-50-FPN": [teacher_ap]}
     for name, _ in METHODS:
-        results[name] = []
-        for seed in range(seeds):
-            out = os.path.join(
-                out_root, "det", name.replace(" ", "_").replace("+", "_"), f"seed{seed}"
+        folder = os.path.join(out_root, "det", name.replace(" ", "_").replace("+", "_"))
+        results[name] = [
+            _train_detector(
+                f"detection: {name}",
+                METHOD_CONFIGS[name],
+                os.path.join(folder, f"seed{seed}"),
+                seed,
+                None if name == "student alone" else teacher,
+                quick,
+                env,
             )
-            cmd = [
-                sys.executable,
-                "tools/train_net.py",
-                "--config-file",
-                os.path.join(DIGITS, METHOD_CONFIGS[name]),
-                "SEED",
-                str(seed),
-                "OUTPUT_DIR",
-                out,
-                *extra_common,
-            ]
-            if name != "student alone":
-                cmd += ["MODEL.DISTILL.TEACHER_WEIGHTS", teacher]
-            if not quick and _done(out):
-                results[name].append(_final_ap(out))
-                log(f"detection: {name}, seed {seed}: cached run, AP {results[name][-1]:.2f}")
-                continue
-            log(f"detection: {name}, seed {seed}")
-            t0 = time.time()
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-            results[name].append(_final_ap(out))
-            log(f"  AP {results[name][-1]:.2f} ({time.time() - t0:.0f} s)")
+            for seed in range(seeds)
+        ]
     return results
+
+
+def bench_stats(seeds, quick, out_root, env, procs=2):
+    """LumiNet with each ``MODEL.DISTILL.LUMINET.STATS`` mode, all in ``procs`` CPU processes
+    (gloo) with the same global batch, so that the modes differ only in where the statistics
+    come from. Returns {"procs", "ims_per_batch" (global), "ap": {mode: [AP per seed]}}."""
+    from luminet_det import load_config
+    from luminet_det.stats import STATS_MODES
+
+    teacher, _ = _detection_teacher(quick, out_root, env)
+    config = METHOD_CONFIGS["LumiNet"]
+    batch = 2 if quick else load_config(os.path.join(DIGITS, config)).SOLVER.IMS_PER_BATCH
+    results = {"procs": procs, "ims_per_batch": batch, "ap": {}}
+    for mode in STATS_MODES:
+        results["ap"][mode] = [
+            _train_detector(
+                f"statistics: {mode} ({procs} processes)",
+                config,
+                os.path.join(out_root, "stats", f"{mode}_{procs}procs", f"seed{seed}"),
+                seed,
+                teacher,
+                quick,
+                env,
+                extra=["MODEL.DISTILL.LUMINET.STATS", mode],
+                procs=procs,
+            )
+            for seed in range(seeds)
+        ]
+    return results
+
+
+def moment_errors(per_batch, group):
+    """Per class column, how far the moments of ``group`` consecutive batches pooled are from
+    those of all the rows of ``per_batch`` (a list of (N_i, C) tensors).
+
+    Returns:
+        (list[float], list[float], list[int]): |batch mean - mean| / std and
+        |batch std - std| / std for every pooled batch and column (stds biased), and the rows
+        of each pooled batch.
+    """
+    everything = torch.cat(per_batch)
+    mu, sd = everything.mean(0), everything.std(0, unbiased=False)
+    mean_err, std_err, sizes = [], [], []
+    for i in range(0, len(per_batch) - group + 1, group):
+        z = torch.cat(per_batch[i : i + group])
+        sizes.append(z.shape[0])
+        mean_err += ((z.mean(0) - mu).abs() / sd).tolist()
+        std_err += ((z.std(0, unbiased=False) - sd).abs() / sd).tolist()
+    return mean_err, std_err, sizes
+
+
+def bench_stats_noise(quick, out_root, batches=64, images_per_batch=4):
+    """How far per-batch perception statistics are from the data set's. The trained teacher
+    scores the ROIs that a trained LumiNet student (seed 0 of :func:`bench_stats`, "batch")
+    samples, batch after batch of training images, as in training. For one process's batch
+    (``images_per_batch`` images), the synced batch of two processes (twice as many) and, for
+    reference, the whole set (what "global" converges to), each class column's mean and std
+    are compared with those over all the rows.
+
+    Returns:
+        dict: ``images`` (int) and ``rows``: one dict per batch size with ``label``, ``rows``
+        (mean rows per batch), ``mean_err`` and ``std_err`` summaries (see the report).
+    """
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import DatasetCatalog, DatasetMapper
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
+
+    from luminet_det import load_config
+
+    teacher, _ = _detection_teacher(quick, out_root, None)
+    cfg = load_config(os.path.join(DIGITS, METHOD_CONFIGS["LumiNet"]))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.DISTILL.TEACHER_WEIGHTS = teacher
+    if quick:
+        batches = 4
+        cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
+        cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 64
+    model = build_model(cfg)
+    student = os.path.join(out_root, "stats", "batch_2procs", "seed0", "model_final.pth")
+    if os.path.isfile(student):
+        DetectionCheckpointer(model).load(student)
+    model.train()
+    dataset = DatasetCatalog.get(cfg.DATASETS.TRAIN[0])
+    n = min(len(dataset) // images_per_batch, batches)
+    mapper = DatasetMapper(cfg, True)
+    torch.manual_seed(0)
+    per_batch = []
+    with EventStorage(0), torch.no_grad():
+        for b in range(n):
+            inputs = [mapper(d) for d in dataset[b * images_per_batch : (b + 1) * images_per_batch]]
+            captured = {}
+            with model._capture_student(captured):
+                model(inputs)
+            per_batch.append(model._teacher_forward(inputs, captured["proposals"], True)[1])
+    rows = []
+    for group, label in ((1, "one process's batch"), (2, "synced batch of 2 processes")):
+        mean_err, std_err, sizes = moment_errors(per_batch, group)
+        k = group * images_per_batch
+        rows.append(
+            {
+                "label": f"{label} ({k} image{'s' if k > 1 else ''})",
+                "rows": statistics.mean(sizes),
+                "mean_err": summary(mean_err),
+                "std_err": summary(std_err),
+            }
+        )
+    return {"images": n * images_per_batch, "rows": rows}
 
 
 def bench_classification_accuracy(seeds, quick, out_root):
@@ -406,7 +516,7 @@ def _mean_std(values):
     return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
 
 
-def write_report(path_md, args, losses, steps, overhead, memory, det, cls, elapsed):
+def write_report(path_md, args, losses, steps, overhead, memory, det, stats, cls, elapsed):
     lines = [
         f"# Benchmark: {os.path.basename(path_md)[:-3]}",
         "",
@@ -474,6 +584,38 @@ def write_report(path_md, args, losses, steps, overhead, memory, det, cls, elaps
         ]
         lines += [f"| {k} | {_mean_std(v)} | {len(v)} |" for k, v in det.items()]
         lines.append("")
+    if stats:
+        lines += [
+            "## Where the perception statistics come from (`MODEL.DISTILL.LUMINET.STATS`)",
+            "",
+            f"LumiNet R-50-FPN → R-18-FPN on the built-in set, {stats['procs']} CPU processes "
+            f"(gloo, `--num-gpus {stats['procs']}`), {stats['ims_per_batch'] // stats['procs']} "
+            f"images per process (global batch {stats['ims_per_batch']}), same config and seeds "
+            "for every mode; only the source of the statistics differs. mean ± std over seeds.",
+            "",
+            "| STATS | AP | per seed |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {k} | {_mean_std(v)} | {', '.join(f'{x:.1f}' for x in v)} |"
+            for k, v in stats["ap"].items()
+        ]
+        noise = stats["noise"]
+        lines += [
+            "",
+            f"How noisy are batch statistics? The trained teacher's logits on a seed-0 student's "
+            f"sampled ROIs over {noise['images']} training images: per class column, the batch "
+            "mean's distance from the data-set mean and the batch std's relative error, in units "
+            "of the data-set std; median [q1, q3] over batches and columns.",
+            "",
+            "| statistics from | rows per batch | mean error (÷ std) | std relative error |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['label']} | {r['rows']:.0f} | {fmt(r['mean_err'])} | {fmt(r['std_err'])} |"
+            for r in noise["rows"]
+        ]
+        lines.append("")
     if cls:
         lines += [
             "## Accuracy: built-in classification set (digits, resnet56 → resnet8)",
@@ -490,14 +632,21 @@ def write_report(path_md, args, losses, steps, overhead, memory, det, cls, elaps
         f.write("\n".join(lines))
 
 
-def write_chart(path_png, det, cls):
+def write_chart(path_png, det, cls, stats=None):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    stats_ap = {f"LumiNet, STATS {k}": v for k, v in stats["ap"].items()} if stats else None
     panels = [
-        (t, d) for t, d in (("detection: box AP", det), ("classification: top-1 (%)", cls)) if d
+        (t, d)
+        for t, d in (
+            ("detection: box AP", det),
+            ("LumiNet statistics, 2 processes: box AP", stats_ap),
+            ("classification: top-1 (%)", cls),
+        )
+        if d
     ]
     if not panels:
         return
@@ -517,6 +666,8 @@ def write_chart(path_png, det, cls):
             for n in names
         ]
         ax.bar(range(len(names)), means, yerr=stds, color=colors, capsize=4)
+        for i, v in enumerate(vals):  # every seed, so the spread is visible
+            ax.plot([i] * len(v), v, "k.", markersize=4)
         ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
         ax.set_title(title)
         for i, m in enumerate(means):
@@ -532,7 +683,10 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds")
     parser.add_argument(
-        "--skip", nargs="*", default=[], choices=["losses", "steps", "memory", "det", "cls"]
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["losses", "steps", "memory", "det", "stats", "cls"],
     )
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results"))
     parser.add_argument("--name", default=None, help="results file stem (default: date)")
@@ -556,7 +710,7 @@ def main(argv=None):
 
         generate_digits_detection(os.path.join(work, "digits_det"), num_train=8, num_val=4)
         env["DETECTRON2_DATASETS"] = work
-    losses = steps = overhead = memory = det = cls = None
+    losses = steps = overhead = memory = det = stats = cls = None
     if "losses" not in args.skip:
         log("cost of the losses alone")
         losses = bench_losses(20 if args.quick else 200)
@@ -568,11 +722,16 @@ def main(argv=None):
         memory = bench_memory(args.quick, work)
     if "det" not in args.skip:
         det = bench_detection_accuracy(args.seeds, args.quick, work, env)
+    if "stats" not in args.skip:
+        stats = bench_stats(args.seeds, args.quick, work, env)
+        log("statistics: how far local batch moments are from the data set's")
+        per_process = stats["ims_per_batch"] // stats["procs"]
+        stats["noise"] = bench_stats_noise(args.quick, work, images_per_batch=per_process)
     if "cls" not in args.skip:
         cls = bench_classification_accuracy(args.seeds, args.quick, work)
     md = os.path.join(args.results, f"{name}.md")
-    write_report(md, args, losses, steps, overhead, memory, det, cls, time.time() - start)
-    write_chart(os.path.join(args.results, f"{name}.png"), det, cls)
+    write_report(md, args, losses, steps, overhead, memory, det, stats, cls, time.time() - start)
+    write_chart(os.path.join(args.results, f"{name}.png"), det, cls, stats)
     log(f"wrote {md}")
     print(open(md).read())
 

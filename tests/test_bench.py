@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     proc = subprocess.run(
@@ -29,6 +31,7 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         "Cost of one training step",
         "built-in detection set",
         "built-in classification set",
+        "Where the perception statistics come from",
     ):
         assert section in md, section
     for row in (
@@ -38,6 +41,30 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         "| student alone |",
         "| LumiNet+ReviewKD |",
         "| teacher alone |",
+        "| batch |",
+        "| sync |",
+        "| global |",
+        "| one process's batch (1 image) |",  # --quick: 2 images over 2 processes
+        "| synced batch of 2 processes (2 images) |",
     ):
         assert row in md, row
     assert os.path.getsize(tmp_path / "q.png") > 1000
+
+
+def test_moment_errors_by_hand():
+    import torch
+
+    from benchmarks.run import moment_errors
+
+    # one column, rows 0 | 2: all rows have mean 1 and (biased) std 1
+    per_batch = [torch.tensor([[0.0]]), torch.tensor([[2.0]])]
+    mean_err, std_err, sizes = moment_errors(per_batch, 1)
+    assert mean_err == [1.0, 1.0] and std_err == [1.0, 1.0] and sizes == [1, 1]
+    # both batches pooled are all the rows: no error
+    assert moment_errors(per_batch, 2) == ([0.0], [0.0], [2])
+    # rows 0, 0 | 3, 1: mean 1, std sqrt(1.5); batch 2 has mean 2 and std 1
+    per_batch = [torch.tensor([[0.0], [0.0]]), torch.tensor([[3.0], [1.0]])]
+    mean_err, std_err, _ = moment_errors(per_batch, 1)
+    s = 1.5**0.5
+    assert mean_err == pytest.approx([1 / s, 1 / s])
+    assert std_err == pytest.approx([1.0, (s - 1) / s])

@@ -159,3 +159,41 @@ def test_kill_9_then_resume_continues_from_last_complete_checkpoint(env):
     # the learning rate continues where it was (past the 1-iteration warm-up: the base LR)
     lrs = [r["lr"] for r in _rows(out) if r.get("iteration", -1) > saved["iteration"] and "lr" in r]
     assert lrs and all(lr == pytest.approx(0.02) for lr in lrs)
+
+
+def test_check_teacher_passes_and_leaves_the_student_run_unchanged(env):
+    """--check-teacher evaluates the teacher that was built with the student: a passing check
+    consumes no random numbers the student needs, so the losses equal a run without it."""
+    runs = {}
+    for name, extra in (("plain", []), ("checked", ["--check-teacher", "--min-teacher-ap", "-1"])):
+        out = env["base"] / f"check_{name}"
+        proc = subprocess.run(
+            _cmd(env, out, *extra, max_iter=2, period=100),
+            env=env["env"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        runs[name] = [r for r in _rows(out) if "total_loss" in r]
+    assert "box AP on digits_det_val" in open(out / "log.txt").read()
+    keys = [k for k in runs["plain"][-1] if k.startswith("loss_")]
+    assert "loss_luminet" in keys
+    assert {k: runs["checked"][-1][k] for k in keys} == {k: runs["plain"][-1][k] for k in keys}
+
+
+def test_two_cpu_processes_with_num_gpus_and_global_statistics(env):
+    """`--num-gpus 2` without CUDA trains with 2 gloo processes through detectron2's launch;
+    the "global" teacher moments count the sampled ROIs of both processes."""
+    out = env["base"] / "two_procs"
+    iters, images, rois = 3, 4, 32
+    cmd = _cmd(env, out, "--num-gpus", "2", max_iter=iters, period=100)
+    cmd += ["SOLVER.IMS_PER_BATCH", str(images), "MODEL.DISTILL.LUMINET.STATS", "global"]
+    proc = subprocess.run(cmd, env=env["env"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert os.path.isfile(out / "log.txt.rank1")  # the second process ran
+    assert "training on the CPU (2 process(es))" in open(out / "log.txt").read()
+    state = torch.load(out / "model_final.pth", weights_only=False)["model"]
+    # 2 images per process x 2 processes x 32 sampled ROIs x 3 iterations
+    assert state["logit_loss_modules.luminet.running.count"].item() == iters * images * rois
+    assert any("bbox/AP" in r for r in _rows(out))

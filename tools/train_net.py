@@ -10,6 +10,7 @@ Extra flags beyond detectron2's ``default_argument_parser``:
                                       taken from its categories
     --check-teacher                   evaluate the teacher first and refuse to distill from one
                                       whose box AP is below --min-teacher-ap (default 1.0)
+On a machine without CUDA, ``--num-gpus N`` starts N CPU processes (gloo) sharing the cores.
 """
 
 import logging
@@ -20,11 +21,14 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from luminet_det import load_config
 from luminet_det.data import CheckedDatasetMapper
 from luminet_det.engine import (
     check_num_classes,
+    cpu_ddp,
     evaluate_teacher,
     make_atomic,
     register_user_datasets,
@@ -38,7 +42,8 @@ class Trainer(DefaultTrainer):
     (the teacher is frozen)."""
 
     def __init__(self, cfg):
-        super().__init__(cfg)
+        with cpu_ddp():  # --num-gpus N without GPUs: N CPU processes (gloo)
+            super().__init__(cfg)
         make_atomic(self.checkpointer)
 
     @classmethod
@@ -59,13 +64,22 @@ class Trainer(DefaultTrainer):
 
 def setup(args):
     cfg = load_config(args.config_file, args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger("luminet_det").warning("No CUDA device: training on the CPU.")
+    no_cuda = cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available()
+    if no_cuda:
         cfg.MODEL.DEVICE = "cpu"
+    if cfg.MODEL.DEVICE == "cpu" and comm.get_local_size() > 1:
+        # N processes on one machine share its cores instead of each claiming all of them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
     register_user_datasets(cfg, args.register)
     check_num_classes(cfg)
     cfg.freeze()
     default_setup(cfg, args)
+    # our own messages (teacher checks, data cleaning) go to the console and log.txt too
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="luminet_det")
+    if no_cuda:
+        logging.getLogger("luminet_det").warning(
+            f"No CUDA device: training on the CPU ({comm.get_world_size()} process(es))."
+        )
     return cfg
 
 
@@ -81,9 +95,9 @@ def main(args):
             raise ValueError("TEST.AUG is not supported by this tool.")
         verify_results(cfg, res)
         return res
-    if args.check_teacher and cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
-        evaluate_teacher(cfg, min_ap=args.min_teacher_ap)
     trainer = Trainer(cfg)
+    if args.check_teacher and cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
+        evaluate_teacher(cfg, trainer.model, min_ap=args.min_teacher_ap)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
