@@ -704,12 +704,16 @@ def main(argv=None):
     os.makedirs(work, exist_ok=True)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     import luminet_det  # noqa: F401  (registers DistillRCNN and the datasets)
+    from luminet_det.data import digits_root
+    from luminet_det.data.digits import generate_digits_detection, is_generated
 
     if args.quick:
-        from luminet_det.data.digits import generate_digits_detection
-
         generate_digits_detection(os.path.join(work, "digits_det"), num_train=8, num_val=4)
-        env["DETECTRON2_DATASETS"] = work
+        # for the training subprocesses and for what runs here (bench_stats_noise)
+        os.environ["DETECTRON2_DATASETS"] = env["DETECTRON2_DATASETS"] = work
+    elif not is_generated(digits_root()) and not {"det", "stats"} <= set(args.skip):
+        log(f"generating the built-in detection set in {digits_root()}")
+        generate_digits_detection(digits_root(), progress=True)
     losses = steps = overhead = memory = det = stats = cls = None
     if "losses" not in args.skip:
         log("cost of the losses alone")
