@@ -225,3 +225,22 @@ def test_a_new_run_starts_a_new_metrics_file(tmp_path):
     Trainer(cfg, progress=False).train()  # same OUTPUT_DIR, not --resume
     rows = [json.loads(line) for line in open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))]
     assert [r["epoch"] for r in rows] == [1]
+
+
+def test_global_stats_count_every_training_row_and_survive_resume(tmp_path):
+    cfg = _cfg(tmp_path, "luminet", ["SOLVER.EPOCHS=1", "METHOD.STATS=global"])
+    trainer = Trainer(cfg, progress=False)
+    rows_per_epoch = len(trainer.train_loader) * cfg.SOLVER.BATCH_SIZE  # drop_last batches
+    trainer.train()
+    saved = torch.load(os.path.join(cfg.OUTPUT_DIR, "last.pth"), weights_only=False)
+    assert saved["distill"]["running.count"].item() == rows_per_epoch
+    cfg.defrost()
+    cfg.SOLVER.EPOCHS = 2
+    resumed = Trainer(cfg, resume=True, progress=False)
+    for k in ("count", "mean", "m2"):
+        assert torch.equal(getattr(resumed.distill.running, k), saved["distill"][f"running.{k}"])
+    resumed.train()
+    assert resumed.distill.running.count.item() == 2 * rows_per_epoch
+    # evaluation does not update the running moments (only training batches count)
+    final = torch.load(os.path.join(cfg.OUTPUT_DIR, "last.pth"), weights_only=False)
+    assert final["distill"]["running.count"].item() == 2 * rows_per_epoch
