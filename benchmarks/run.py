@@ -350,32 +350,46 @@ def bench_detection_accuracy(seeds, quick, out_root, env):
     return results
 
 
-def bench_stats(seeds, quick, out_root, env, procs=2):
+def bench_stats(seeds, quick, out_root, env, procs=2, global_batches=(8, 2)):
     """LumiNet with each ``MODEL.DISTILL.LUMINET.STATS`` mode, all in ``procs`` CPU processes
-    (gloo) with the same global batch, so that the modes differ only in where the statistics
-    come from. Returns {"procs", "ims_per_batch" (global), "ap": {mode: [AP per seed]}}."""
+    (gloo), for each global batch in ``global_batches`` (the first is the config's, the others
+    scale the learning rate linearly), so that within a batch size the modes differ only in
+    where the statistics come from.
+
+    Returns:
+        dict: ``procs`` and ``runs``: per batch size ``{"ims_per_batch", "lr", "ap": {mode:
+        [AP per seed]}}``.
+    """
     from luminet_det import load_config
     from luminet_det.stats import STATS_MODES
 
     teacher, _ = _detection_teacher(quick, out_root, env)
     config = METHOD_CONFIGS["LumiNet"]
-    batch = 2 if quick else load_config(os.path.join(DIGITS, config)).SOLVER.IMS_PER_BATCH
-    results = {"procs": procs, "ims_per_batch": batch, "ap": {}}
-    for mode in STATS_MODES:
-        results["ap"][mode] = [
-            _train_detector(
-                f"statistics: {mode} ({procs} processes)",
-                config,
-                os.path.join(out_root, "stats", f"{mode}_{procs}procs", f"seed{seed}"),
-                seed,
-                teacher,
-                quick,
-                env,
-                extra=["MODEL.DISTILL.LUMINET.STATS", mode],
-                procs=procs,
-            )
-            for seed in range(seeds)
-        ]
+    solver = load_config(os.path.join(DIGITS, config)).SOLVER
+    default = 2 if quick else solver.IMS_PER_BATCH
+    results = {"procs": procs, "runs": []}
+    for batch in (2,) if quick else global_batches:
+        lr = solver.BASE_LR * batch / default
+        extra = [] if batch == default else ["SOLVER.IMS_PER_BATCH", str(batch)]
+        extra += [] if batch == default else ["SOLVER.BASE_LR", str(lr)]
+        suffix = "" if batch == default else f"_batch{batch}"
+        ap = {}
+        for mode in STATS_MODES:
+            ap[mode] = [
+                _train_detector(
+                    f"statistics: {mode} ({procs} processes, {batch} images)",
+                    config,
+                    os.path.join(out_root, "stats", f"{mode}_{procs}procs{suffix}", f"seed{seed}"),
+                    seed,
+                    teacher,
+                    quick,
+                    env,
+                    extra=["MODEL.DISTILL.LUMINET.STATS", mode, *extra],
+                    procs=procs,
+                )
+                for seed in range(seeds)
+            ]
+        results["runs"].append({"ims_per_batch": batch, "lr": lr, "ap": ap})
     return results
 
 
@@ -399,16 +413,15 @@ def moment_errors(per_batch, group):
     return mean_err, std_err, sizes
 
 
-def bench_stats_noise(quick, out_root, batches=64, images_per_batch=4):
+def bench_stats_noise(quick, out_root, per_process=(4, 1), images=256):
     """How far per-batch perception statistics are from the data set's. The trained teacher
     scores the ROIs that a trained LumiNet student (seed 0 of :func:`bench_stats`, "batch")
-    samples, batch after batch of training images, as in training. For one process's batch
-    (``images_per_batch`` images), the synced batch of two processes (twice as many) and, for
-    reference, the whole set (what "global" converges to), each class column's mean and std
-    are compared with those over all the rows.
+    samples on ``images`` training images, as in training. For one process's batch of each
+    size in ``per_process`` and the synced batch of two such processes, each class column's
+    mean and std are compared with those over all the rows (what "global" converges to).
 
     Returns:
-        dict: ``images`` (int) and ``rows``: one dict per batch size with ``label``, ``rows``
+        dict: ``images`` (int) and ``rows``: one dict per batch with ``label``, ``rows``
         (mean rows per batch), ``mean_err`` and ``std_err`` summaries (see the report).
     """
     from detectron2.checkpoint import DetectionCheckpointer
@@ -423,7 +436,7 @@ def bench_stats_noise(quick, out_root, batches=64, images_per_batch=4):
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.DISTILL.TEACHER_WEIGHTS = teacher
     if quick:
-        batches = 4
+        images, per_process = 8, (1,)
         cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
         cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 64
     model = build_model(cfg)
@@ -431,31 +444,33 @@ def bench_stats_noise(quick, out_root, batches=64, images_per_batch=4):
     if os.path.isfile(student):
         DetectionCheckpointer(model).load(student)
     model.train()
-    dataset = DatasetCatalog.get(cfg.DATASETS.TRAIN[0])
-    n = min(len(dataset) // images_per_batch, batches)
+    dataset = DatasetCatalog.get(cfg.DATASETS.TRAIN[0])[:images]
     mapper = DatasetMapper(cfg, True)
     torch.manual_seed(0)
-    per_batch = []
+    per_image = []  # the teacher's logits on each image's sampled ROIs
     with EventStorage(0), torch.no_grad():
-        for b in range(n):
-            inputs = [mapper(d) for d in dataset[b * images_per_batch : (b + 1) * images_per_batch]]
+        for b in range(0, len(dataset), 4):
+            inputs = [mapper(d) for d in dataset[b : b + 4]]
             captured = {}
             with model._capture_student(captured):
                 model(inputs)
-            per_batch.append(model._teacher_forward(inputs, captured["proposals"], True)[1])
+            logits = model._teacher_forward(inputs, captured["proposals"], True)[1]
+            per_image += logits.split([len(p) for p in captured["proposals"]])
     rows = []
-    for group, label in ((1, "one process's batch"), (2, "synced batch of 2 processes")):
-        mean_err, std_err, sizes = moment_errors(per_batch, group)
-        k = group * images_per_batch
-        rows.append(
-            {
-                "label": f"{label} ({k} image{'s' if k > 1 else ''})",
-                "rows": statistics.mean(sizes),
-                "mean_err": summary(mean_err),
-                "std_err": summary(std_err),
-            }
-        )
-    return {"images": n * images_per_batch, "rows": rows}
+    for k in per_process:
+        per_batch = [torch.cat(per_image[i : i + k]) for i in range(0, len(per_image) - k + 1, k)]
+        for group, label in ((1, "one process's batch"), (2, "2 processes synced")):
+            mean_err, std_err, sizes = moment_errors(per_batch, group)
+            n = group * k
+            rows.append(
+                {
+                    "label": f"{label} ({n} image{'s' if n > 1 else ''})",
+                    "rows": statistics.mean(sizes),
+                    "mean_err": summary(mean_err),
+                    "std_err": summary(std_err),
+                }
+            )
+    return {"images": len(per_image), "rows": rows}
 
 
 def bench_classification_accuracy(seeds, quick, out_root):
@@ -585,28 +600,32 @@ def write_report(path_md, args, losses, steps, overhead, memory, det, stats, cls
         lines += [f"| {k} | {_mean_std(v)} | {len(v)} |" for k, v in det.items()]
         lines.append("")
     if stats:
+        procs = stats["procs"]
         lines += [
             "## Where the perception statistics come from (`MODEL.DISTILL.LUMINET.STATS`)",
             "",
-            f"LumiNet R-50-FPN → R-18-FPN on the built-in set, {stats['procs']} CPU processes "
-            f"(gloo, `--num-gpus {stats['procs']}`), {stats['ims_per_batch'] // stats['procs']} "
-            f"images per process (global batch {stats['ims_per_batch']}), same config and seeds "
-            "for every mode; only the source of the statistics differs. mean ± std over seeds.",
+            f"LumiNet R-50-FPN → R-18-FPN on the built-in set, {procs} CPU processes (gloo, "
+            f"`--num-gpus {procs}`), same config and seeds for every mode; only the source of "
+            "the statistics differs. A smaller global batch gets a linearly scaled learning "
+            "rate. mean ± std over seeds.",
             "",
-            "| STATS | AP | per seed |",
-            "|---|---|---|",
+            "| images per process (global batch, LR) | STATS | AP | per seed |",
+            "|---|---|---|---|",
         ]
-        lines += [
-            f"| {k} | {_mean_std(v)} | {', '.join(f'{x:.1f}' for x in v)} |"
-            for k, v in stats["ap"].items()
-        ]
+        for run in stats["runs"]:
+            b = run["ims_per_batch"]
+            lines += [
+                f"| {b // procs} ({b}, {run['lr']:g}) | {k} | {_mean_std(v)} | "
+                f"{', '.join(f'{x:.1f}' for x in v)} |"
+                for k, v in run["ap"].items()
+            ]
         noise = stats["noise"]
         lines += [
             "",
             f"How noisy are batch statistics? The trained teacher's logits on a seed-0 student's "
             f"sampled ROIs over {noise['images']} training images: per class column, the batch "
-            "mean's distance from the data-set mean and the batch std's relative error, in units "
-            "of the data-set std; median [q1, q3] over batches and columns.",
+            "mean's distance from the mean over all of them and the batch std's relative error, "
+            "in units of their std; median [q1, q3] over batches and columns.",
             "",
             "| statistics from | rows per batch | mean error (÷ std) | std relative error |",
             "|---|---|---|---|",
@@ -632,18 +651,35 @@ def write_report(path_md, args, losses, steps, overhead, memory, det, stats, cls
         f.write("\n".join(lines))
 
 
+_STATS_COLORS = {"batch": "#c44e52", "sync": "#dd8452", "global": "#8172b3"}
+
+
+def _bar_color(name):
+    if name.startswith("teacher"):
+        return "#888888"
+    if name.split(",")[0] in _STATS_COLORS:
+        return _STATS_COLORS[name.split(",")[0]]
+    return "#c44e52" if name.startswith("LumiNet") else "#4c72b0"
+
+
 def write_chart(path_png, det, cls, stats=None):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stats_ap = {f"LumiNet, STATS {k}": v for k, v in stats["ap"].items()} if stats else None
+    stats_ap = None
+    if stats:
+        stats_ap = {
+            f"{k}, {r['ims_per_batch'] // stats['procs']} img/proc": v
+            for r in stats["runs"]
+            for k, v in r["ap"].items()
+        }
     panels = [
         (t, d)
         for t, d in (
             ("detection: box AP", det),
-            ("LumiNet statistics, 2 processes: box AP", stats_ap),
+            ("LumiNet by STATS, 2 processes: box AP", stats_ap),
             ("classification: top-1 (%)", cls),
         )
         if d
@@ -657,21 +693,14 @@ def write_chart(path_png, det, cls, stats=None):
         vals = [[x for x in v if x == x] for v in vals]
         means = [statistics.mean(v) if v else 0 for v in vals]
         stds = [statistics.stdev(v) if len(v) > 1 else 0 for v in vals]
-        colors = [
-            (
-                "#888888"
-                if n.startswith("teacher")
-                else "#c44e52" if n.startswith("LumiNet") else "#4c72b0"
-            )
-            for n in names
-        ]
+        colors = [_bar_color(n) for n in names]
         ax.bar(range(len(names)), means, yerr=stds, color=colors, capsize=4)
         for i, v in enumerate(vals):  # every seed, so the spread is visible
             ax.plot([i] * len(v), v, "k.", markersize=4)
         ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
         ax.set_title(title)
-        for i, m in enumerate(means):
-            ax.text(i, m, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
+        for i, (m, sd) in enumerate(zip(means, stds)):  # above the error bar
+            ax.text(i, m + sd, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
     fig.tight_layout()
     fig.savefig(path_png, dpi=110)
     plt.close(fig)
@@ -729,8 +758,8 @@ def main(argv=None):
     if "stats" not in args.skip:
         stats = bench_stats(args.seeds, args.quick, work, env)
         log("statistics: how far local batch moments are from the data set's")
-        per_process = stats["ims_per_batch"] // stats["procs"]
-        stats["noise"] = bench_stats_noise(args.quick, work, images_per_batch=per_process)
+        per_process = [r["ims_per_batch"] // stats["procs"] for r in stats["runs"]]
+        stats["noise"] = bench_stats_noise(args.quick, work, per_process=per_process)
     if "cls" not in args.skip:
         cls = bench_classification_accuracy(args.seeds, args.quick, work)
     md = os.path.join(args.results, f"{name}.md")

@@ -45,7 +45,7 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         "| sync |",
         "| global |",
         "| one process's batch (1 image) |",  # --quick: 2 images over 2 processes
-        "| synced batch of 2 processes (2 images) |",
+        "| 2 processes synced (2 images) |",
     ):
         assert row in md, row
     assert os.path.getsize(tmp_path / "q.png") > 1000
