@@ -314,7 +314,8 @@ def _train_detector(label, config, out, seed, teacher, quick, env, extra=(), pro
         log(f"{label}, seed {seed}: cached run, AP {_final_ap(out):.2f}")
         return _final_ap(out)
     cmd = [sys.executable, "tools/train_net.py", "--config-file", os.path.join(DIGITS, config)]
-    cmd += ["--num-gpus", str(procs)] if procs > 1 else []
+    # a free port: detectron2's default is fixed per user, so two runs at once would clash
+    cmd += ["--num-gpus", str(procs), "--dist-url", "auto"] if procs > 1 else []
     cmd += ["SEED", str(seed), "OUTPUT_DIR", out, "DATALOADER.NUM_WORKERS", "1"]
     cmd += _QUICK_DET if quick else []
     if teacher is not None:
@@ -352,27 +353,35 @@ def bench_detection_accuracy(seeds, quick, out_root, env):
 
 def bench_stats(seeds, quick, out_root, env, procs=2, global_batches=(8, 2)):
     """LumiNet with each ``MODEL.DISTILL.LUMINET.STATS`` mode, all in ``procs`` CPU processes
-    (gloo), for each global batch in ``global_batches`` (the first is the config's, the others
-    scale the learning rate linearly), so that within a batch size the modes differ only in
-    where the statistics come from.
+    (gloo), for each global batch in ``global_batches``, so that within a batch size the modes
+    differ only in where the statistics come from. The first batch is the config's; a smaller
+    one keeps the same images seen and schedule in epochs (learning rate scaled down and
+    iterations, steps and warm-ups up by the same factor).
 
     Returns:
-        dict: ``procs`` and ``runs``: per batch size ``{"ims_per_batch", "lr", "ap": {mode:
-        [AP per seed]}}``.
+        dict: ``procs`` and ``runs``: per batch size ``{"ims_per_batch", "lr", "iters", "ap":
+        {mode: [AP per seed]}}``.
     """
     from luminet_det import load_config
     from luminet_det.stats import STATS_MODES
 
     teacher, _ = _detection_teacher(quick, out_root, env)
     config = METHOD_CONFIGS["LumiNet"]
-    solver = load_config(os.path.join(DIGITS, config)).SOLVER
-    default = 2 if quick else solver.IMS_PER_BATCH
+    cfg = load_config(os.path.join(DIGITS, config))
+    default = 2 if quick else cfg.SOLVER.IMS_PER_BATCH
     results = {"procs": procs, "runs": []}
     for batch in (2,) if quick else global_batches:
-        lr = solver.BASE_LR * batch / default
-        extra = [] if batch == default else ["SOLVER.IMS_PER_BATCH", str(batch)]
-        extra += [] if batch == default else ["SOLVER.BASE_LR", str(lr)]
-        suffix = "" if batch == default else f"_batch{batch}"
+        scale = default // batch
+        assert scale * batch == default, f"{batch} must divide the config's batch {default}"
+        lr, iters = cfg.SOLVER.BASE_LR / scale, cfg.SOLVER.MAX_ITER * scale
+        extra, suffix = [], ""
+        if scale > 1:
+            suffix = f"_batch{batch}_iters{iters}"
+            extra = ["SOLVER.IMS_PER_BATCH", str(batch), "SOLVER.BASE_LR", str(lr)]
+            extra += ["SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS"]
+            extra += [str(cfg.SOLVER.WARMUP_ITERS * scale), "SOLVER.STEPS"]
+            extra += [str(tuple(x * scale for x in cfg.SOLVER.STEPS)), "MODEL.DISTILL.WARMUP_ITERS"]
+            extra += [str(cfg.MODEL.DISTILL.WARMUP_ITERS * scale)]
         ap = {}
         for mode in STATS_MODES:
             ap[mode] = [
@@ -389,7 +398,7 @@ def bench_stats(seeds, quick, out_root, env, procs=2, global_batches=(8, 2)):
                 )
                 for seed in range(seeds)
             ]
-        results["runs"].append({"ims_per_batch": batch, "lr": lr, "ap": ap})
+        results["runs"].append({"ims_per_batch": batch, "lr": lr, "iters": iters, "ap": ap})
     return results
 
 
@@ -606,16 +615,16 @@ def write_report(path_md, args, losses, steps, overhead, memory, det, stats, cls
             "",
             f"LumiNet R-50-FPN → R-18-FPN on the built-in set, {procs} CPU processes (gloo, "
             f"`--num-gpus {procs}`), same config and seeds for every mode; only the source of "
-            "the statistics differs. A smaller global batch gets a linearly scaled learning "
-            "rate. mean ± std over seeds.",
+            "the statistics differs. A smaller global batch sees the same images with the same "
+            "schedule in epochs (learning rate scaled down, iterations up). mean ± std over seeds.",
             "",
-            "| images per process (global batch, LR) | STATS | AP | per seed |",
+            "| images per process (global batch, LR, iterations) | STATS | AP | per seed |",
             "|---|---|---|---|",
         ]
         for run in stats["runs"]:
             b = run["ims_per_batch"]
             lines += [
-                f"| {b // procs} ({b}, {run['lr']:g}) | {k} | {_mean_std(v)} | "
+                f"| {b // procs} ({b}, {run['lr']:g}, {run['iters']}) | {k} | {_mean_std(v)} | "
                 f"{', '.join(f'{x:.1f}' for x in v)} |"
                 for k, v in run["ap"].items()
             ]

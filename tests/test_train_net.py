@@ -187,7 +187,7 @@ def test_two_cpu_processes_with_num_gpus_and_global_statistics(env):
     the "global" teacher moments count the sampled ROIs of both processes."""
     out = env["base"] / "two_procs"
     iters, images, rois = 3, 4, 32
-    cmd = _cmd(env, out, "--num-gpus", "2", max_iter=iters, period=100)
+    cmd = _cmd(env, out, "--num-gpus", "2", "--dist-url", "auto", max_iter=iters, period=100)
     cmd += ["SOLVER.IMS_PER_BATCH", str(images), "MODEL.DISTILL.LUMINET.STATS", "global"]
     proc = subprocess.run(cmd, env=env["env"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
