@@ -398,6 +398,8 @@ def bench_stats(seeds, quick, out_root, env, procs=2, global_batches=(8, 2)):
                 )
                 for seed in range(seeds)
             ]
+        if quick:  # what the toy runs used
+            iters = int(_QUICK_DET[_QUICK_DET.index("SOLVER.MAX_ITER") + 1])
         results["runs"].append({"ims_per_batch": batch, "lr": lr, "iters": iters, "ap": ap})
     return results
 
