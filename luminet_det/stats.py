@@ -41,25 +41,33 @@ def batch_moments(z: torch.Tensor) -> Moments:
     return z.mean(0), z.var(0, unbiased=False)
 
 
+def _global_sums(z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Column sums (C,), column sums of squares (C,) and the row count (scalar) of ``z``
+    (N, C), summed over all processes when distributed. Differentiable through the
+    all-reduce when ``z`` requires grad."""
+    n = torch.tensor([float(z.shape[0])], dtype=z.dtype, device=z.device)
+    packed = torch.cat([z.sum(0), (z * z).sum(0), n])
+    if _distributed():
+        if z.requires_grad:
+            from torch.distributed.nn.functional import all_reduce
+
+            packed = all_reduce(packed)
+        else:
+            dist.all_reduce(packed)  # in place: ``packed`` is a new tensor
+    c = z.shape[1]
+    return packed[:c], packed[c : 2 * c], packed[-1]
+
+
 def sync_moments(z: torch.Tensor) -> Moments:
     """Column mean and biased variance over the rows of all processes (N may differ per
     process). Differentiable through the all-reduce when ``z`` requires grad."""
     z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
     if not _distributed():
         return batch_moments(z)
-    n = torch.tensor([float(z.shape[0])], dtype=z.dtype, device=z.device)
-    stacked = torch.cat([z.sum(0), (z * z).sum(0), n])
-    if z.requires_grad:
-        from torch.distributed.nn.functional import all_reduce
-
-        stacked = all_reduce(stacked)
-    else:
-        stacked = stacked.clone()
-        dist.all_reduce(stacked)
-    c = z.shape[1]
-    total = stacked[-1].clamp_min(1.0)
-    mean = stacked[:c] / total
-    var = (stacked[c : 2 * c] / total - mean * mean).clamp_min(0.0)
+    s, sq, n = _global_sums(z)
+    total = n.clamp_min(1.0)
+    mean = s / total
+    var = (sq / total - mean * mean).clamp_min(0.0)
     return mean, var
 
 
@@ -81,22 +89,15 @@ class RunningMoments(nn.Module):
     def update(self, z: torch.Tensor) -> None:
         """Merge the rows of ``z`` (N, C) (of every process) into the running moments
         (Chan et al.'s parallel update)."""
-        z = z.detach().double()
-        n = torch.tensor([float(z.shape[0])], dtype=torch.float64, device=z.device)
-        s, sq = z.sum(0), (z * z).sum(0)
-        if _distributed():
-            packed = torch.cat([s, sq, n])
-            dist.all_reduce(packed)
-            c = z.shape[1]
-            s, sq, n = packed[:c], packed[c : 2 * c], packed[-1:]
+        s, sq, n = _global_sums(z.detach().double())
         if n.item() == 0:
             return
         b_mean = s / n
         b_m2 = sq - n * b_mean * b_mean
-        total = self.count + n[0]
+        total = self.count + n
         delta = b_mean - self.mean
-        self.mean += delta * (n[0] / total)
-        self.m2 += b_m2 + delta * delta * self.count * n[0] / total
+        self.mean += delta * (n / total)
+        self.m2 += b_m2 + delta * delta * self.count * n / total
         self.count.copy_(total)
 
     def forward(self) -> Moments:
