@@ -260,9 +260,12 @@ def bench_memory(quick, tmp):
 
 # ----------------------------------------------------------------------------- accuracy
 def _final_ap(output_dir):
-    from luminet_det.visualize import read_metrics
+    from luminet_det.visualize import last_box_ap
 
-    return [r for r in read_metrics(output_dir) if "bbox/AP" in r][-1]["bbox/AP"]
+    row = last_box_ap(output_dir)
+    if row is None:
+        raise ValueError(f"No box AP in {output_dir}/metrics.json.")
+    return row["bbox/AP"]
 
 
 def _done(output_dir):

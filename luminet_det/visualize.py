@@ -20,6 +20,7 @@ __all__ = [
     "perception_figure",
     "plot_metrics",
     "read_metrics",
+    "last_box_ap",
     "calibration_report",
     "confirmation_bias_report",
     "per_class_error",
@@ -131,6 +132,16 @@ def read_metrics(path: str) -> List[Dict]:
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}: line {i} is not JSON ({e.msg}).") from None
     return rows
+
+
+def last_box_ap(path: str) -> Optional[Dict]:
+    """The last row with a COCO box AP (``"bbox/AP"``) of a detectron2 ``metrics.json`` (or
+    of the directory holding one); None if there is no such file or row."""
+    file = os.path.join(path, "metrics.json") if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        return None
+    rows = [r for r in read_metrics(file) if "bbox/AP" in r]
+    return rows[-1] if rows else None
 
 
 def plot_metrics(runs: Dict[str, str], path: str) -> Dict[str, Dict[str, List]]:

@@ -123,3 +123,16 @@ def test_cls_report_tool_on_the_builtin_set(tmp_path, root_dir):
     md = open(stem + ".md").read()
     assert "## Calibration" in md and "teacher's 5 worst classes" in md
     _png_ok(stem + "_reliability.png")
+
+
+def test_last_box_ap_is_the_last_row_with_a_box_ap(tmp_path):
+    from luminet_det.visualize import last_box_ap
+
+    rows = [{"iteration": 9, "bbox/AP": 1.5}, {"iteration": 19, "total_loss": 2.0}]
+    rows += [{"iteration": 19, "bbox/AP": 7.25}, {"iteration": 20, "lr": 0.1}]
+    (tmp_path / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert last_box_ap(str(tmp_path)) == {"iteration": 19, "bbox/AP": 7.25}
+    assert last_box_ap(str(tmp_path / "metrics.json"))["bbox/AP"] == 7.25
+    assert last_box_ap(str(tmp_path / "absent")) is None
+    (tmp_path / "metrics.json").write_text(json.dumps(rows[1]) + "\n")
+    assert last_box_ap(str(tmp_path)) is None

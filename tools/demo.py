@@ -38,21 +38,13 @@ def load_cfg(name):
     return load_config(os.path.join(CONFIGS, name))
 
 
-def final_ap(output_dir):
-    """The last bbox AP row that detectron2 wrote into OUTPUT_DIR/metrics.json, or None."""
-    from luminet_det.visualize import read_metrics
-
-    if not os.path.isfile(os.path.join(output_dir, "metrics.json")):
-        return None
-    rows = [r for r in read_metrics(output_dir) if "bbox/AP" in r]
-    return rows[-1] if rows else None
-
-
 def train(config, fresh, extra=()):
+    from luminet_det.visualize import last_box_ap
+
     cfg = load_cfg(config)
     out = os.path.join(ROOT, cfg.OUTPUT_DIR)
     final = os.path.join(out, "model_final.pth")
-    if os.path.isfile(final) and final_ap(out) and not fresh:
+    if os.path.isfile(final) and last_box_ap(out) and not fresh:
         print(f"cached: {final} (delete it or pass --fresh to retrain)")
     else:
         t0 = time.time()
@@ -78,6 +70,7 @@ def main():
 
     from luminet_det.data import digits_root
     from luminet_det.data.digits import generate_digits_detection, is_generated
+    from luminet_det.visualize import last_box_ap
 
     banner("1/5 built-in digits detection set")
     root = digits_root()
@@ -90,15 +83,15 @@ def main():
     banner("2/5 teacher: R-50-FPN (configs/Digits-Detection/teacher_R_50_FPN.yaml)")
     _, t_out, t_final = train("teacher_R_50_FPN.yaml", args.fresh)
 
-    rows = [("teacher R-50-FPN", final_ap(t_out), t_final)]
+    rows = [("teacher R-50-FPN", last_box_ap(t_out), t_final)]
     if not args.skip_baseline:
         banner("3/5 student alone: R-18-FPN (student_R_18_FPN.yaml)")
         _, b_out, b_final = train("student_R_18_FPN.yaml", args.fresh)
-        rows.append(("student R-18-FPN alone", final_ap(b_out), b_final))
+        rows.append(("student R-18-FPN alone", last_box_ap(b_out), b_final))
 
     banner("4/5 LumiNet student: R-18-FPN distilled from the teacher (luminet_R50_R18.yaml)")
     s_cfg, s_out, s_final = train("luminet_R50_R18.yaml", args.fresh, extra=["--check-teacher"])
-    rows.append(("student R-18-FPN + LumiNet", final_ap(s_out), s_final))
+    rows.append(("student R-18-FPN + LumiNet", last_box_ap(s_out), s_final))
 
     banner("5/5 export the distilled student for stock detectron2")
     export_dir = os.path.join(s_out, "export")
