@@ -140,6 +140,9 @@ def _teacher_weights(tmp, quick):
     cached = os.path.join(ROOT, "output", "digits", "teacher_R_50_FPN", "model_final.pth")
     if os.path.isfile(cached) and not quick:
         return cached
+    path = os.path.join(tmp, "teacher.pth")
+    if os.path.isfile(path):  # written by an earlier section of this run
+        return path
     from detectron2.modeling import build_model
 
     from luminet_det import load_config
@@ -147,7 +150,6 @@ def _teacher_weights(tmp, quick):
 
     cfg = load_config(os.path.join(DIGITS, "luminet_R50_R18.yaml"))
     tcfg = load_teacher_cfg(cfg.MODEL.DISTILL.TEACHER_CONFIG, [], "cpu")
-    path = os.path.join(tmp, "teacher.pth")
     torch.save({"model": build_model(tcfg).state_dict()}, path)
     return path  # step times do not depend on the weights' values
 
