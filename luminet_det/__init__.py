@@ -1,35 +1,44 @@
-"""luminet_det: LumiNet distillation for Detectron2 Faster R-CNN FPN detectors.
+"""luminet_det: LumiNet distillation for Detectron2 detectors, and for torchvision classifiers.
 
-Importing this package registers the plugin's components in detectron2's registries:
-``DistillRCNN`` (META_ARCH_REGISTRY), ``build_mobilenetv2_fpn_backbone`` and
-``build_mobilenetv2_backbone`` (BACKBONE_REGISTRY), and the built-in digits datasets
-(DatasetCatalog / MetadataCatalog).
+``import luminet_det`` registers the plugin in detectron2: ``DistillRCNN``
+(META_ARCH_REGISTRY), the MobileNetV2(-FPN) backbones (BACKBONE_REGISTRY) and the built-in
+digits datasets (DatasetCatalog / MetadataCatalog). It does so when detectron2 is imported
+(at once if it already is), so that ``luminet_det.cls`` and the pure-torch core
+(``luminet_det.losses``, ``luminet_det.metrics``) never import detectron2.
 
-``luminet_det.losses`` and ``luminet_det.cls`` (classification) never import detectron2 and
-work where it is not installed; the detectron2 parts below are then simply not available.
+The detector's public API is importable from here (loaded on first use)::
+
+    from luminet_det import add_luminet_config, load_config, DistillRCNN, export_student
 """
+
+import importlib
+
+from ._plugin import register_when_detectron2_loads, silence_known_warnings
 
 __version__ = "0.1.0"
 
-try:
-    import detectron2  # noqa: F401
-except ImportError:  # classification-only installs: luminet_det.losses / luminet_det.cls
-    pass
-else:
-    from .config import add_luminet_config, load_config, resolve_teacher_config_path
-    from .export import export_student
+# name -> submodule that defines it; imported on first access (PEP 562)
+_LAZY = {
+    "add_luminet_config": "config",
+    "load_config": "config",
+    "resolve_teacher_config_path": "config",
+    "export_student": "export",
+    "DistillRCNN": "modeling",
+    "ReviewKD": "modeling",
+    "build_mobilenetv2_fpn_backbone": "modeling",
+    "build_logit_loss": "losses",
+}
+__all__ = list(_LAZY)
 
-    # Imported for their side effects as well: registering the meta-architecture and the
-    # backbones in detectron2's registries, and the built-in datasets in its catalogs.
-    from .modeling import DistillRCNN, ReviewKD, build_mobilenetv2_fpn_backbone
-    from . import data  # noqa: F401  isort: skip
+silence_known_warnings()
+register_when_detectron2_loads()
 
-    __all__ = [
-        "add_luminet_config",
-        "load_config",
-        "resolve_teacher_config_path",
-        "export_student",
-        "DistillRCNN",
-        "ReviewKD",
-        "build_mobilenetv2_fpn_backbone",
-    ]
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

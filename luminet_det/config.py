@@ -7,18 +7,24 @@ from typing import Optional
 
 from detectron2.config import CfgNode as CN
 
+from .losses import logit_loss_names
+
 __all__ = [
     "add_luminet_config",
     "load_config",
     "resolve_teacher_config_path",
+    "check_distill_config",
+    "logit_loss_kwargs",
     "LOGIT_LOSSES",
     "FEATURE_LOSSES",
 ]
 
-#: Logit distillation losses computed on the student's sampled ROIs (see luminet_det.losses).
+#: Logit distillation losses computed on the student's sampled ROIs, built by name with
+#: luminet_det.losses.build_logit_loss from the keys of their node (see logit_loss_kwargs).
 LOGIT_LOSSES = ("luminet", "kd", "dkd")
 #: Feature distillation losses computed on the FPN levels.
 FEATURE_LOSSES = ("reviewkd",)
+assert set(LOGIT_LOSSES) <= set(logit_loss_names()), f"{LOGIT_LOSSES} vs {logit_loss_names()}"
 
 
 def add_luminet_config(cfg: CN) -> None:
@@ -65,7 +71,7 @@ def add_luminet_config(cfg: CN) -> None:
     _C.MODEL.DISTILL.LUMINET.WEIGHT = 1.0
     # Epsilon (> 0) added to the per-class variance of the perception.
     _C.MODEL.DISTILL.LUMINET.EPS = 1e-5
-    # Where the perception statistics come from (luminet_det/stats.py): "batch" (the paper:
+    # Where the perception statistics come from (luminet_det/losses/statistics.py): "batch" (the paper:
     # each process's own sampled ROIs), "sync" (the ROIs of all processes, gradients as with
     # SyncBatchNorm), or "global" (the teacher's running statistics over all ROIs seen so far,
     # saved in checkpoints; the student keeps batch statistics).
@@ -94,6 +100,46 @@ def add_luminet_config(cfg: CN) -> None:
     _C.MODEL.DISTILL.REVIEWKD.MID_CHANNELS = 256
     # Pyramid-pooling levels of the hierarchical context loss (positive ints, descending).
     _C.MODEL.DISTILL.REVIEWKD.POOL_LEVELS = [4, 2, 1]
+
+
+def logit_loss_kwargs(cfg: CN, name: str) -> dict:
+    """The keyword arguments of ``build_logit_loss(name, ...)``: the keys of the loss's node
+    ``MODEL.DISTILL.<NAME>`` but WEIGHT, lower-cased (e.g. LUMINET.TEMPERATURE -> temperature)."""
+    node = cfg.MODEL.DISTILL[name.upper()]
+    return {k.lower(): v for k, v in node.items() if k != "WEIGHT"}
+
+
+def check_distill_config(cfg: CN) -> None:
+    """Every check of a DistillRCNN config that needs no teacher (the teacher's own config is
+    checked by luminet_det.modeling.teacher). Raises ValueError naming the key, the bad value
+    and what is allowed."""
+    d = cfg.MODEL.DISTILL
+    losses = list(d.LOSSES)
+    allowed = LOGIT_LOSSES + FEATURE_LOSSES
+    unknown = [n for n in losses if n not in allowed]
+    if unknown:
+        raise ValueError(
+            f"Unknown MODEL.DISTILL.LOSSES {unknown}; allowed: {list(allowed)} (or [] for the "
+            "student alone)."
+        )
+    if len(set(losses)) != len(losses):
+        raise ValueError(f"MODEL.DISTILL.LOSSES lists a loss twice: {losses}")
+    for name in losses:
+        weight = d[name.upper()].WEIGHT
+        if not isinstance(weight, (int, float)) or not weight >= 0:
+            raise ValueError(f"MODEL.DISTILL.{name.upper()}.WEIGHT must be >= 0, got {weight!r}.")
+    if not isinstance(d.WARMUP_ITERS, int) or d.WARMUP_ITERS < 0:
+        raise ValueError(f"MODEL.DISTILL.WARMUP_ITERS must be an int >= 0, got {d.WARMUP_ITERS!r}.")
+    if len(d.ENSEMBLE_CONFIGS) != len(d.ENSEMBLE_WEIGHTS):
+        raise ValueError(
+            f"MODEL.DISTILL.ENSEMBLE_CONFIGS ({len(d.ENSEMBLE_CONFIGS)} items) and "
+            f"ENSEMBLE_WEIGHTS ({len(d.ENSEMBLE_WEIGHTS)} items) must pair up one to one."
+        )
+    if cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES:
+        raise ValueError(
+            "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES=True replaces the sampled proposals in place, "
+            "so teacher and student ROIs would no longer align; set it to False."
+        )
 
 
 def resolve_teacher_config_path(cfg: CN, student_config_file: str) -> None:

@@ -10,6 +10,7 @@ from detectron2.config import CfgNode
 from detectron2.utils.file_io import PathManager
 
 from .modeling.distill_rcnn import student_state_dict
+from .runio import atomic_save, atomic_write
 
 __all__ = ["export_student", "student_config"]
 
@@ -54,9 +55,7 @@ def export_student(cfg: CfgNode, checkpoint: str, output_dir: str) -> Tuple[str,
     os.makedirs(output_dir, exist_ok=True)
     weights_path = os.path.join(output_dir, "student.pth")
     config_path = os.path.join(output_dir, "student.yaml")
-    tmp = weights_path + ".tmp"
-    torch.save({"model": student_state_dict(state), "__author__": "luminet_det"}, tmp)
-    os.replace(tmp, weights_path)
-    with open(config_path, "w") as f:
+    atomic_save({"model": student_state_dict(state), "__author__": "luminet_det"}, weights_path)
+    with atomic_write(config_path) as f:
         f.write(student_config(cfg, weights_path).dump())
     return weights_path, config_path

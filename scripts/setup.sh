@@ -62,7 +62,7 @@ elif [ "$D2_MODE" = "git" ]; then
   step "building detectron2 from the official source (LUMINET_D2=git)"
   "$PY" -m pip install --no-build-isolation "git+https://github.com/facebookresearch/detectron2.git"
 else
-  step "re-packing PyPI sal-detectron2==$D2_WHEEL_VERSION as a pure-Python wheel (DESIGN.md §4)"
+  step "re-packing PyPI sal-detectron2==$D2_WHEEL_VERSION as a pure-Python wheel (README: How detectron2 gets installed)"
   WORK="$(mktemp -d)"
   trap 'rm -rf "$WORK"' EXIT
   "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.10 \

@@ -54,7 +54,7 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
 def test_moment_errors_by_hand():
     import torch
 
-    from benchmarks.run import moment_errors
+    from benchmarks.stats_modes import moment_errors
 
     # one column, rows 0 | 2: all rows have mean 1 and (biased) std 1
     per_batch = [torch.tensor([[0.0]]), torch.tensor([[2.0]])]

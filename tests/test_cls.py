@@ -11,7 +11,7 @@ import torch
 
 from luminet_det.cls import MODELS, build_model, load_config
 from luminet_det.cls.engine import Trainer
-from luminet_det.cls.metrics import calibration_bins, ece_mce, fpr_at_95_tpr, topk_accuracy
+from luminet_det.metrics import calibration_bins, ece_mce, fpr_at_95_tpr, topk_accuracy
 
 # Parameter counts published with the CRD / mdistiller CIFAR-100 model zoo (millions).
 PUBLISHED = {

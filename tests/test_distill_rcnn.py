@@ -126,6 +126,39 @@ def test_losses_match_the_loss_functions_with_weights_and_warmup(teacher_files):
     )
 
 
+def test_public_seam_gives_the_step_that_forward_takes(teacher_files):
+    """forward_student -> teacher_outputs -> distillation_losses is exactly forward's step;
+    the record holds the sampled ROIs (R = images x BATCH_SIZE_PER_IMAGE), their gt classes
+    and (R, K+1) logits, and the teacher's logits align with them."""
+    from luminet_det.modeling import StudentRecord, TeacherOutputs
+
+    cfg = distill_cfg(*teacher_files, losses=["luminet", "dkd", "reviewkd"])
+    model = _build(cfg)
+    model.train()
+    inputs = batch()
+    with EventStorage(0):
+        torch.manual_seed(42)
+        student_losses, record = model.forward_student(inputs)
+        teacher = model.teacher_outputs(inputs, record)
+        distill = model.distillation_losses(record, teacher)
+    assert isinstance(record, StudentRecord) and isinstance(teacher, TeacherOutputs)
+    rows = 2 * cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE
+    assert (
+        record.logits.shape == teacher.logits.shape == (rows, cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1)
+    )
+    assert [len(p) for p in record.proposals] == [rows // 2] * 2
+    assert record.gt_classes.shape == (rows,) and not teacher.logits.requires_grad
+    assert set(record.features) == set(teacher.features) == {"p2", "p3", "p4", "p5", "p6"}
+    assert set(student_losses) == {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"}
+    assert set(distill) == {"loss_luminet", "loss_dkd", "loss_reviewkd"}
+    whole = _train_step(model, inputs)
+    for key, value in {**student_losses, **distill}.items():
+        assert whole[key].item() == pytest.approx(value.item(), rel=1e-6), key
+    model.eval()
+    with pytest.raises(AssertionError, match="model.train"):
+        model.forward_student(inputs)
+
+
 def test_no_losses_equals_generalized_rcnn(teacher_files):
     cfg = distill_cfg(*teacher_files, losses=[])
     model = _build(cfg)

@@ -7,8 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from luminet_det.losses import luminet_loss, perception
-from luminet_det.stats import LuminetLoss, RunningMoments, batch_moments
+from luminet_det.losses import LuminetLoss, RunningMoments, batch_moments, luminet_loss, perception
 
 
 def test_batch_mode_equals_luminet_loss_and_given_moments_are_used():
@@ -126,8 +125,34 @@ def test_detector_global_stats_are_saved_and_not_exported(tmp_path):
     with EventStorage(0):
         model(batch())
     state = model.state_dict()
-    assert state["logit_loss_modules.luminet.running.count"].item() == 64  # 2 images x 32 ROIs
-    assert not any(k.startswith("logit_loss_modules.") for k in student_state_dict(state))
+    assert state["logit_losses.luminet.running.count"].item() == 64  # 2 images x 32 ROIs
+    assert not any(k.startswith("logit_losses.") for k in student_state_dict(state))
     other = build_model(cfg)
     other.load_state_dict(state)
-    assert other.logit_loss_modules["luminet"].running.count.item() == 64
+    assert other.logit_losses["luminet"].running.count.item() == 64
+
+
+def test_checkpoints_that_predate_the_logit_losses_name_still_load(tmp_path):
+    """Version 0.1 saved LumiNet's running statistics under "logit_loss_modules."."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+    from tiny import distill_cfg, save_teacher
+
+    from luminet_det.modeling import student_state_dict
+
+    cfg = distill_cfg(*save_teacher(tmp_path), losses=["luminet"])
+    cfg.MODEL.DISTILL.LUMINET.STATS = "global"
+    model = build_model(cfg)
+    old = {
+        k.replace("logit_losses.", "logit_loss_modules."): v.clone()
+        for k, v in model.state_dict().items()
+    }
+    old["logit_loss_modules.luminet.running.count"].fill_(7.0)
+    old["logit_loss_modules.luminet.running.mean"].fill_(0.5)
+    torch.save({"model": old}, tmp_path / "old.pth")
+    other = build_model(cfg)
+    DetectionCheckpointer(other).load(str(tmp_path / "old.pth"))
+    assert other.logit_losses["luminet"].running.count.item() == 7.0
+    assert torch.all(other.logit_losses["luminet"].running.mean == 0.5)
+    # and exporting such a checkpoint keeps only the student
+    assert not any(k.startswith("logit_loss") for k in student_state_dict(old))

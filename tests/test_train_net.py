@@ -195,5 +195,5 @@ def test_two_cpu_processes_with_num_gpus_and_global_statistics(env):
     assert "training on the CPU (2 process(es))" in open(out / "log.txt").read()
     state = torch.load(out / "model_final.pth", weights_only=False)["model"]
     # 2 images per process x 2 processes x 32 sampled ROIs x 3 iterations
-    assert state["logit_loss_modules.luminet.running.count"].item() == iters * images * rois
+    assert state["logit_losses.luminet.running.count"].item() == iters * images * rois
     assert any("bbox/AP" in r for r in _rows(out))

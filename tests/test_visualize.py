@@ -126,7 +126,7 @@ def test_cls_report_tool_on_the_builtin_set(tmp_path, root_dir):
 
 
 def test_last_box_ap_is_the_last_row_with_a_box_ap(tmp_path):
-    from luminet_det.visualize import last_box_ap
+    from luminet_det.runio import last_box_ap
 
     rows = [{"iteration": 9, "bbox/AP": 1.5}, {"iteration": 19, "total_loss": 2.0}]
     rows += [{"iteration": 19, "bbox/AP": 7.25}, {"iteration": 20, "lr": 0.1}]

@@ -5,9 +5,9 @@ import os
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
 
 from luminet_det import add_luminet_config
+from luminet_det.testing import toy_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(ROOT, "configs", "Base-RCNN-FPN.yaml")
@@ -64,12 +64,4 @@ def distill_cfg(teacher_config, teacher_weights, losses=("luminet",), **kwargs):
 
 def batch(n=2, size=64, num_classes=3, seed=0):
     """Random images with two boxes each, as DatasetMapper would give them."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        inst = Instances((size, size))
-        inst.gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 30.0, 40.0], [20.0, 18.0, 60.0, 50.0]]))
-        inst.gt_classes = torch.randint(0, num_classes, (2,), generator=g)
-        img = torch.randint(0, 256, (3, size, size), generator=g).float()
-        out.append({"image": img, "instances": inst, "height": size, "width": size})
-    return out
+    return toy_batch(n, size, num_classes, boxes_per_image=2, seed=seed)

@@ -39,7 +39,7 @@ def load_cfg(name):
 
 
 def train(config, fresh, extra=()):
-    from luminet_det.visualize import last_box_ap
+    from luminet_det.runio import last_box_ap
 
     cfg = load_cfg(config)
     out = os.path.join(ROOT, cfg.OUTPUT_DIR)
@@ -70,7 +70,7 @@ def main():
 
     from luminet_det.data import digits_root
     from luminet_det.data.digits import generate_digits_detection, is_generated
-    from luminet_det.visualize import last_box_ap
+    from luminet_det.runio import last_box_ap
 
     banner("1/5 built-in digits detection set")
     root = digits_root()

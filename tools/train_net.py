@@ -16,6 +16,8 @@ On a machine without CUDA, ``--num-gpus N`` starts N CPU processes (gloo) sharin
 import logging
 import os
 
+# first: registers the plugin and silences detectron2's known import-time warnings
+import luminet_det  # noqa: F401  isort: skip
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
@@ -25,14 +27,8 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from luminet_det import load_config
-from luminet_det.data import CheckedDatasetMapper
-from luminet_det.engine import (
-    check_num_classes,
-    cpu_ddp,
-    evaluate_teacher,
-    make_atomic,
-    register_user_datasets,
-)
+from luminet_det.data import CheckedDatasetMapper, check_num_classes, register_user_datasets
+from luminet_det.engine import cpu_ddp, evaluate_teacher, make_atomic
 
 
 class Trainer(DefaultTrainer):

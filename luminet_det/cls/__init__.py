@@ -1,15 +1,17 @@
 """luminet_det.cls: classification distillation (CE / KD / DKD / LumiNet) on torchvision.
 
-Never imports detectron2; uses the same loss functions as the detector
-(:mod:`luminet_det.losses`). Command line::
+Never imports detectron2: it stands on the pure-torch core (:mod:`luminet_det.losses`, whose
+``build_logit_loss`` builds the detector's losses too, and :mod:`luminet_det.metrics`).
+Command line::
 
-    python -m luminet_det.cls train --config configs/CIFAR-100/res32x4_res8x4_luminet.yaml
+    python -m luminet_det.cls train --config configs/CIFAR-100/luminet/res32x4_res8x4.yaml
     python -m luminet_det.cls eval --config ... --checkpoint output/.../best.pth
 """
 
+from luminet_det.metrics import classification_report, ece_mce, fpr_at_95_tpr, topk_accuracy
+
 from .config import METHODS, get_cfg, load_config
 from .engine import Trainer, distillation_loss, evaluate, evaluate_checkpoint
-from .metrics import classification_report, ece_mce, fpr_at_95_tpr, topk_accuracy
 from .models import MODELS, build_model
 
 __all__ = [

@@ -8,10 +8,20 @@ from typing import Sequence
 
 from fvcore.common.config import CfgNode as CN  # yacs + _BASE_ inheritance
 
-__all__ = ["get_cfg", "load_config", "METHODS"]
+from luminet_det.losses import STATS_MODES, logit_loss_names
 
+__all__ = ["get_cfg", "load_config", "loss_kwargs", "METHODS", "LOSS_ARGS"]
+
+#: For each distillation method: the keyword arguments of luminet_det.losses.build_logit_loss
+#: and the METHOD key each is read from.
+LOSS_ARGS = {
+    "kd": {"temperature": "TEMPERATURE"},
+    "dkd": {"alpha": "DKD_ALPHA", "beta": "DKD_BETA", "temperature": "TEMPERATURE"},
+    "luminet": {"temperature": "TEMPERATURE", "eps": "EPS", "stats": "STATS"},
+}
+assert set(LOSS_ARGS) <= set(logit_loss_names()), f"{LOSS_ARGS} vs {logit_loss_names()}"
 #: ce: the student alone (also how teachers are trained); the others distil from MODEL.TEACHER.
-METHODS = ("ce", "kd", "dkd", "luminet")
+METHODS = ("ce",) + tuple(LOSS_ARGS)
 
 
 def get_cfg() -> CN:
@@ -56,7 +66,7 @@ def get_cfg() -> CN:
     c.METHOD.EPS = 1e-5
     # Where LumiNet's statistics come from: "batch" (the paper), "sync" (all processes'
     # batches under torchrun) or "global" (the teacher's running statistics over the training
-    # set, saved in last.pth). See luminet_det/stats.py.
+    # set, saved in last.pth). See luminet_det/losses/statistics.py.
     c.METHOD.STATS = "batch"
 
     c.SOLVER = CN()
@@ -78,6 +88,11 @@ def get_cfg() -> CN:
     return c
 
 
+def loss_kwargs(cfg: CN) -> dict:
+    """The keyword arguments of ``build_logit_loss(cfg.METHOD.NAME, ...)`` (not for "ce")."""
+    return {arg: cfg.METHOD[key] for arg, key in LOSS_ARGS[cfg.METHOD.NAME].items()}
+
+
 def load_config(path: str = "", overrides: Sequence[str] = ()) -> CN:
     """Defaults, then ``path`` (YAML), then ``KEY=VALUE`` overrides; validated."""
     cfg = get_cfg()
@@ -97,8 +112,6 @@ def load_config(path: str = "", overrides: Sequence[str] = ()) -> CN:
         raise ValueError(f"{e}. Valid keys: see luminet_det/cls/config.py.") from None
     if cfg.METHOD.NAME not in METHODS:
         raise ValueError(f"METHOD.NAME must be one of {list(METHODS)}, got {cfg.METHOD.NAME!r}.")
-    from luminet_det.stats import STATS_MODES
-
     if cfg.METHOD.STATS not in STATS_MODES:
         raise ValueError(
             f"METHOD.STATS must be one of {list(STATS_MODES)}, got {cfg.METHOD.STATS!r}."

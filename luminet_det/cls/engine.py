@@ -6,47 +6,32 @@ import json
 import logging
 import os
 import time
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from luminet_det.losses import dkd_loss, kd_loss
-from luminet_det.stats import LuminetLoss
+from luminet_det.losses import LogitLoss, build_logit_loss
+from luminet_det.metrics import classification_report
+from luminet_det.runio import atomic_save
 
+from .config import loss_kwargs
 from .data import NUM_CLASSES, build_dataset
-from .metrics import classification_report
 from .models import build_model
 
-__all__ = ["Trainer", "evaluate", "evaluate_checkpoint", "distillation_loss", "atomic_save"]
+__all__ = ["Trainer", "evaluate", "evaluate_checkpoint", "distillation_loss"]
 
 logger = logging.getLogger("luminet_det.cls")
 
-DistillFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
-# method -> (student logits, teacher logits, labels) -> unweighted loss; "ce" has none.
-_DISTILL: Dict[str, Callable[..., DistillFn]] = {
-    "kd": lambda m, c: lambda s, t, y: kd_loss(s, t, m.TEMPERATURE),
-    "dkd": lambda m, c: lambda s, t, y: dkd_loss(s, t, y, m.DKD_ALPHA, m.DKD_BETA, m.TEMPERATURE),
-    "luminet": lambda m, c: LuminetLoss(
-        temperature=m.TEMPERATURE, eps=m.EPS, stats=m.STATS, num_classes=c
-    ),
-}
-
-
-def distillation_loss(method_cfg, num_classes: int) -> Optional[DistillFn]:
-    """The unweighted distillation loss of METHOD.NAME, or None for "ce"."""
-    return None if method_cfg.NAME == "ce" else _DISTILL[method_cfg.NAME](method_cfg, num_classes)
-
-
-def atomic_save(obj, path: str) -> None:
-    """torch.save to ``path + ".tmp"``, then rename: a killed run never leaves a truncated
-    checkpoint under the real name."""
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def distillation_loss(cfg, num_classes: int) -> Optional[LogitLoss]:
+    """The unweighted distillation loss of ``cfg.METHOD.NAME`` (built by name through
+    :func:`luminet_det.losses.build_logit_loss`), or None for "ce"."""
+    if cfg.METHOD.NAME == "ce":
+        return None
+    return build_logit_loss(cfg.METHOD.NAME, num_classes=num_classes, **loss_kwargs(cfg))
 
 
 def _device(cfg) -> torch.device:
@@ -100,8 +85,8 @@ class Trainer:
             cfg.MODEL.STUDENT, num_classes, cfg.MODEL.STUDENT_WEIGHTS or None
         )
         self.student.to(self.device)
-        self.distill = distillation_loss(cfg.METHOD, num_classes)
-        if isinstance(self.distill, nn.Module):  # e.g. LumiNet's running teacher statistics
+        self.distill = distillation_loss(cfg, num_classes)
+        if self.distill is not None:  # a module: e.g. LumiNet's running teacher statistics
             self.distill.to(self.device)
         self.teacher = None
         if self.distill is not None:
@@ -157,7 +142,7 @@ class Trainer:
         self.student.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if isinstance(self.distill, nn.Module) and "distill" in state:
+        if self.distill is not None and "distill" in state:
             self.distill.load_state_dict(state["distill"])
         self.start_epoch, self.best_top1 = state["epoch"] + 1, state["best_top1"]
         logger.info(f"Resumed from {self.last_path} at epoch {self.start_epoch}.")
@@ -185,7 +170,7 @@ class Trainer:
                 "best_top1": self.best_top1,
                 "arch": self.cfg.MODEL.STUDENT,
                 "config": self.cfg.dump(),
-                "distill": self.distill.state_dict() if isinstance(self.distill, nn.Module) else {},
+                "distill": self.distill.state_dict() if self.distill is not None else {},
             },
             self.last_path,
         )
@@ -198,7 +183,7 @@ class Trainer:
     def train_epoch(self, epoch: int) -> Dict[str, float]:
         cfg, m = self.cfg, self.cfg.METHOD
         self.model.train()
-        if isinstance(self.distill, nn.Module):
+        if self.distill is not None:
             self.distill.train()
         if isinstance(self.train_loader.sampler, torch.utils.data.DistributedSampler):
             self.train_loader.sampler.set_epoch(epoch)

@@ -21,6 +21,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..runio import atomic_write
+
 __all__ = ["generate_digits_detection", "DIGIT_CLASSES", "digits_paths"]
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
@@ -207,10 +209,8 @@ def generate_digits_detection(
                 )
             if progress and (i + 1) % 200 == 0:
                 print(f"  {split}: {i + 1}/{count} images", flush=True)
-        tmp = json_path + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_write(json_path) as f:  # the json appears only once the split is complete
             json.dump(coco, f)
-        os.replace(tmp, json_path)  # the json appears only once the split is complete
         out[split] = json_path
     return out
 

@@ -1,12 +1,34 @@
 """Detectron2 modeling components of luminet_det.
 
-Importing this package registers ``DistillRCNN`` in ``META_ARCH_REGISTRY`` and
-``build_mobilenetv2_fpn_backbone`` in ``BACKBONE_REGISTRY``.
+Importing this package registers ``DistillRCNN`` in ``META_ARCH_REGISTRY`` and the
+MobileNetV2(-FPN) backbones in ``BACKBONE_REGISTRY``.
+
+* :mod:`.distill_rcnn` — the meta-architecture and its typed seam (StudentRecord,
+  TeacherOutputs);
+* :mod:`.teacher` — building and checking teachers;
+* :mod:`.roi` — the box branch (which heads have one, its logits on given boxes);
+* :mod:`.reviewkd` — ReviewKD's fusion adapters and loss;
+* :mod:`.backbone` — MobileNetV2-FPN.
 """
 
 from .backbone import MobileNetV2, build_mobilenetv2_backbone, build_mobilenetv2_fpn_backbone
-from .distill_rcnn import STUDENT_EXCLUDED_PREFIXES, DistillRCNN, box_logits, student_state_dict
+from .distill_rcnn import (
+    STUDENT_EXCLUDED_PREFIXES,
+    DistillRCNN,
+    StudentRecord,
+    TeacherOutputs,
+    student_state_dict,
+)
 from .reviewkd import ABF, ReviewKD
-from .teacher import build_teacher, freeze, load_teacher_cfg, load_teacher_weights
+from .roi import box_logits, require_box_branch
+from .teacher import (
+    build_teacher,
+    build_teachers,
+    check_teacher_cfg,
+    freeze,
+    load_teacher_cfg,
+    load_teacher_weights,
+    run_teacher,
+)
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]

@@ -1,61 +1,86 @@
-"""DistillRCNN: a GeneralizedRCNN student trained against a frozen teacher detector."""
+"""DistillRCNN: a GeneralizedRCNN student trained against a frozen teacher detector.
+
+One training step::
+
+    losses, record = model.forward_student(batched_inputs)   # GeneralizedRCNN's own forward
+    teacher = model.teacher_outputs(batched_inputs, record)  # teacher on the student's ROIs
+    losses.update(model.distillation_losses(record, teacher))
+"""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-from typing import Callable, Dict, List, Mapping, Optional
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from luminet_det.config import FEATURE_LOSSES, LOGIT_LOSSES
-from luminet_det.losses import dkd_loss, kd_loss
-from luminet_det.stats import LuminetLoss
+from luminet_det.config import LOGIT_LOSSES, check_distill_config, logit_loss_kwargs
+from luminet_det.losses import LogitLoss, build_logit_loss
 
 from .reviewkd import ReviewKD
-from .teacher import build_teacher, freeze, load_teacher_cfg
+from .roi import require_box_branch
+from .teacher import build_teachers, freeze, run_teacher
 
-__all__ = ["DistillRCNN", "box_logits", "student_state_dict", "STUDENT_EXCLUDED_PREFIXES"]
+__all__ = [
+    "DistillRCNN",
+    "StudentRecord",
+    "TeacherOutputs",
+    "student_state_dict",
+    "STUDENT_EXCLUDED_PREFIXES",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Prefixes of DistillRCNN state-dict keys that are not part of the student detector.
-STUDENT_EXCLUDED_PREFIXES = (
-    "teacher.",
-    "extra_teachers.",
+_TEACHER_PREFIXES = ("teacher.", "extra_teachers.")
+#: Prefixes of DistillRCNN state-dict keys that are not part of the student detector
+#: ("logit_loss_modules." is how checkpoints written before version 0.2 named "logit_losses.").
+STUDENT_EXCLUDED_PREFIXES = _TEACHER_PREFIXES + (
     "feature_losses.",
+    "logit_losses.",
     "logit_loss_modules.",
 )
 
-#: A logit loss term: (student logits (R, K+1), teacher logits (R, K+1), gt classes (R,)) -> scalar
-LogitLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+@dataclass
+class StudentRecord:
+    """What the student's training forward hands to distillation.
+
+    Attributes:
+        features (dict[str, Tensor]): the backbone (FPN) outputs, name -> (N, C, H, W).
+        proposals (list[Instances]): per image, the ROIs the ROI heads sampled, with
+            ``proposal_boxes`` and ``gt_classes`` (background = K); R rows in total.
+        logits (Tensor): (R, K+1) the student's box-classification logits on those ROIs.
+    """
+
+    features: Dict[str, torch.Tensor]
+    proposals: List[Instances]
+    logits: torch.Tensor
+
+    @property
+    def gt_classes(self) -> torch.Tensor:
+        """(R,) the matched class of every sampled ROI, background included."""
+        return torch.cat([p.gt_classes for p in self.proposals])
 
 
-def _kd(s, t, gt_classes, *, temperature: float):
-    return kd_loss(s, t, temperature=temperature)
+@dataclass
+class TeacherOutputs:
+    """What the teachers compute on a student's step.
 
+    Attributes:
+        features (dict[str, Tensor]): the first teacher's backbone (FPN) outputs.
+        logits (Tensor or None): (R, K+1) box logits on the student's sampled ROIs, averaged
+            over the ensemble; None when no logit loss is configured.
+    """
 
-def _dkd(s, t, gt_classes, *, alpha: float, beta: float, temperature: float):
-    return dkd_loss(s, t, gt_classes, alpha=alpha, beta=beta, temperature=temperature)
-
-
-# name -> builder taking (the MODEL.DISTILL node, number of logit columns K+1); the only place
-# loss names meet the config.
-_LOGIT_LOSS_BUILDERS: Dict[str, Callable[..., LogitLoss]] = {
-    "luminet": lambda d, c: LuminetLoss(
-        temperature=d.LUMINET.TEMPERATURE, eps=d.LUMINET.EPS, stats=d.LUMINET.STATS, num_classes=c
-    ),
-    "kd": lambda d, c: functools.partial(_kd, temperature=d.KD.TEMPERATURE),
-    "dkd": lambda d, c: functools.partial(
-        _dkd, alpha=d.DKD.ALPHA, beta=d.DKD.BETA, temperature=d.DKD.TEMPERATURE
-    ),
-}
-assert set(_LOGIT_LOSS_BUILDERS) == set(LOGIT_LOSSES), f"{_LOGIT_LOSS_BUILDERS} vs {LOGIT_LOSSES}"
+    features: Dict[str, torch.Tensor]
+    logits: Optional[torch.Tensor]
 
 
 def student_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -64,27 +89,21 @@ def student_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torc
     return {k: v for k, v in state_dict.items() if not k.startswith(STUDENT_EXCLUDED_PREFIXES)}
 
 
-def _check_weight(name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or value < 0 or value != value:
-        raise ValueError(f"MODEL.DISTILL.{name.upper()}.WEIGHT must be >= 0, got {value!r}.")
-    return float(value)
-
-
 @META_ARCH_REGISTRY.register()
 class DistillRCNN(GeneralizedRCNN):
     """A Faster R-CNN student distilled from a frozen teacher Faster R-CNN.
 
-    In training, the student runs exactly as a :class:`GeneralizedRCNN`; its backbone features,
-    sampled ROIs (with their ``gt_classes``) and box-classification logits are captured with
-    forward hooks. The teacher then runs, frozen and under ``no_grad``, on the same images
-    (its own pixel normalisation and channel order) and its box head runs on the **student's
-    sampled proposals**, so that teacher and student logits ``(R, K+1)`` align row by row.
-    Each configured distillation term is added to the student's losses as ``loss_<name>``,
-    multiplied by its weight and by the linear warm-up factor.
+    In training, the student runs exactly as a :class:`GeneralizedRCNN`
+    (:meth:`forward_student`); the teacher then runs, frozen and under ``no_grad``, on the same
+    images (its own pixel normalisation and channel order) and its box head on the **student's
+    sampled proposals** (:meth:`teacher_outputs`), so that teacher and student logits
+    ``(R, K+1)`` align row by row. Each configured distillation term is added to the student's
+    losses as ``loss_<name>``, multiplied by its weight and by the linear warm-up factor
+    (:meth:`distillation_losses`).
 
     In inference the student runs alone: the output equals that of a GeneralizedRCNN with
-    the same weights. The teacher is not part of ``state_dict()``: checkpoints hold the
-    student (and any feature-distillation adapters) only.
+    the same weights. The teachers are not part of ``state_dict()``: checkpoints hold the
+    student, the distillation adapters and the losses' state only.
     """
 
     @configurable
@@ -92,139 +111,62 @@ class DistillRCNN(GeneralizedRCNN):
         self,
         *,
         teacher: GeneralizedRCNN,
-        logit_losses: Optional[Dict[str, LogitLoss]] = None,
-        feature_losses: Optional[Dict[str, nn.Module]] = None,
-        loss_weights: Optional[Dict[str, float]] = None,
+        extra_teachers: Sequence[GeneralizedRCNN] = (),
+        logit_losses: Optional[Mapping[str, LogitLoss]] = None,
+        feature_losses: Optional[Mapping[str, nn.Module]] = None,
+        loss_weights: Optional[Mapping[str, float]] = None,
         warmup_iters: int = 0,
-        extra_teachers: Optional[List[GeneralizedRCNN]] = None,
         **kwargs,
     ):
         """
         Args:
-            teacher (GeneralizedRCNN): the teacher detector with its weights loaded; it is
-                frozen here (eval mode, ``requires_grad=False``) and kept in eval mode.
-            logit_losses (dict[str, callable]): name -> ``fn(student_logits, teacher_logits,
-                gt_classes)`` on the sampled ROIs, returning an unweighted scalar.
+            teacher (GeneralizedRCNN): the teacher detector with its weights loaded (see
+                :func:`~luminet_det.modeling.teacher.build_teachers`); frozen here and kept in
+                eval mode.
+            extra_teachers (sequence[GeneralizedRCNN]): further teachers of an ensemble (paper
+                A.2): the ROI logits of all teachers are averaged before any logit loss;
+                feature losses use ``teacher``'s features. Frozen like it.
+            logit_losses (dict[str, LogitLoss]): name -> loss on the sampled ROIs, called as
+                ``loss(student_logits, teacher_logits, gt_classes)``, unweighted.
             feature_losses (dict[str, nn.Module]): name -> module called as
                 ``module(student_features, teacher_features)`` on the backbone outputs.
-            loss_weights (dict[str, float]): name -> weight (>= 0), one per loss above.
+            loss_weights (dict[str, float]): name -> weight >= 0, one per loss above.
             warmup_iters (int): >= 0; weights ramp as ``min(iter / warmup_iters, 1)``.
-            extra_teachers (list[GeneralizedRCNN]): more teachers for an ensemble (paper A.2):
-                the ROI logits of all teachers on the student's proposals are averaged before
-                any logit loss; feature losses use ``teacher``'s features. Frozen like it.
             kwargs: the arguments of :class:`GeneralizedRCNN`.
         """
         super().__init__(**kwargs)
-        if not isinstance(teacher, GeneralizedRCNN):
-            raise ValueError(
-                f"DistillRCNN needs a GeneralizedRCNN teacher, got {type(teacher).__name__}. Set "
-                "MODEL.DISTILL.TEACHER_CONFIG and MODEL.DISTILL.TEACHER_WEIGHTS."
-            )
-        logit_losses = dict(logit_losses or {})
-        feature_losses = dict(feature_losses or {})
+        require_box_branch(self.roi_heads, "student")
+        logit_losses, feature_losses = dict(logit_losses or {}), dict(feature_losses or {})
         loss_weights = dict(loss_weights or {})
-        names = set(logit_losses) | set(feature_losses)
-        if set(logit_losses) & set(feature_losses):
-            raise ValueError(f"Loss names used twice: {set(logit_losses) & set(feature_losses)}")
-        if set(loss_weights) != names:
-            raise ValueError(
-                f"loss_weights must have one weight per loss {sorted(names)}, got "
-                f"{sorted(loss_weights)}."
-            )
-        if not isinstance(warmup_iters, int) or warmup_iters < 0:
-            raise ValueError(
-                f"MODEL.DISTILL.WARMUP_ITERS must be an int >= 0, got {warmup_iters!r}"
-            )
-
-        extra_teachers = list(extra_teachers or [])
-        for t in [teacher] + extra_teachers:
-            self._check_compatible(t)
+        assert not set(logit_losses) & set(feature_losses), f"{logit_losses} / {feature_losses}"
+        assert set(loss_weights) == set(logit_losses) | set(feature_losses), f"{loss_weights}"
         self.teacher = freeze(teacher)
         self.extra_teachers = nn.ModuleList(freeze(t) for t in extra_teachers)
-        self.logit_losses = logit_losses
-        # losses with state (e.g. LumiNet's running teacher statistics) are saved in checkpoints
-        self.logit_loss_modules = nn.ModuleDict(
-            {k: v for k, v in logit_losses.items() if isinstance(v, nn.Module)}
-        )
+        for t in self.teachers:
+            assert t.roi_heads.num_classes == self.roi_heads.num_classes, (
+                f"teacher has {t.roi_heads.num_classes} classes, the student "
+                f"{self.roi_heads.num_classes}"
+            )
+        # modules, so that a loss's state (e.g. LumiNet's running statistics) is checkpointed
+        self.logit_losses = nn.ModuleDict(logit_losses)
         self.feature_losses = nn.ModuleDict(feature_losses)
-        self.loss_weights = {k: _check_weight(k, v) for k, v in loss_weights.items()}
+        self.loss_weights = {k: float(v) for k, v in loss_weights.items()}
         self.warmup_iters = warmup_iters
-        # The teacher is rebuilt from its own config and weights: keep it out of checkpoints.
+        # The teachers are rebuilt from their own configs and weights: keep them out of
+        # checkpoints (and read checkpoints that predate the "logit_losses" name).
         self.register_state_dict_post_hook(_drop_teacher_keys)
+        self.register_load_state_dict_pre_hook(_rename_old_loss_keys)
         self.register_load_state_dict_post_hook(_ignore_missing_teacher_keys)
-
-    def _check_compatible(self, teacher: GeneralizedRCNN) -> None:
-        s_heads, t_heads = self.roi_heads, teacher.roi_heads
-        for role, heads in (("student", s_heads), ("teacher", t_heads)):
-            if not all(hasattr(heads, a) for a in ("box_pooler", "box_head", "box_predictor")):
-                raise ValueError(
-                    f"The {role}'s ROI heads ({type(heads).__name__}) have no StandardROIHeads-"
-                    "style box branch (box_pooler, box_head, box_predictor)."
-                )
-        if s_heads.num_classes != t_heads.num_classes:
-            raise ValueError(
-                f"Teacher and student class counts differ: teacher MODEL.ROI_HEADS.NUM_CLASSES="
-                f"{t_heads.num_classes}, student {s_heads.num_classes}. Their box logits must "
-                "cover the same classes: use a teacher trained on the student's dataset (or set "
-                "MODEL.DISTILL.TEACHER_OPTS to match)."
-            )
-        if getattr(s_heads, "train_on_pred_boxes", False):
-            raise ValueError(
-                "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES=True replaces the sampled proposals in "
-                "place, so teacher and student ROIs would no longer align; set it to False."
-            )
-        formats = {self.input_format, teacher.input_format}
-        if len(formats) == 2 and formats != {"RGB", "BGR"}:
-            raise ValueError(
-                f"Student INPUT.FORMAT {self.input_format!r} and teacher INPUT.FORMAT "
-                f"{teacher.input_format!r} differ and only RGB<->BGR can be converted."
-            )
 
     @classmethod
     def from_config(cls, cfg):
+        check_distill_config(cfg)
         ret = super().from_config(cfg)
         d = cfg.MODEL.DISTILL
-        losses = list(d.LOSSES)
-        allowed = LOGIT_LOSSES + FEATURE_LOSSES
-        unknown = [n for n in losses if n not in allowed]
-        if unknown:
-            raise ValueError(
-                f"Unknown MODEL.DISTILL.LOSSES {unknown}; allowed: {list(allowed)} "
-                "(or [] for the student alone)."
-            )
-        if len(set(losses)) != len(losses):
-            raise ValueError(f"MODEL.DISTILL.LOSSES lists a loss twice: {losses}")
-
-        teacher_cfg = load_teacher_cfg(d.TEACHER_CONFIG, d.TEACHER_OPTS, cfg.MODEL.DEVICE)
-        s_classes, t_classes = (
-            cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-            teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-        )
-        if s_classes != t_classes:  # checked before loading weights: the clearer message
-            raise ValueError(
-                f"Teacher and student class counts differ: the teacher config "
-                f"{d.TEACHER_CONFIG!r} has MODEL.ROI_HEADS.NUM_CLASSES={t_classes}, the student "
-                f"{s_classes}. Use a teacher trained on the student's dataset (or set "
-                "MODEL.DISTILL.TEACHER_OPTS ['MODEL.ROI_HEADS.NUM_CLASSES', N] for a teacher "
-                "checkpoint with N classes)."
-            )
-        teacher = build_teacher(teacher_cfg, d.TEACHER_WEIGHTS, d.TEACHER_CONFIG)
-        extra_teachers = []
-        if len(d.ENSEMBLE_CONFIGS) != len(d.ENSEMBLE_WEIGHTS):
-            raise ValueError(
-                f"MODEL.DISTILL.ENSEMBLE_CONFIGS ({len(d.ENSEMBLE_CONFIGS)} items) and "
-                f"ENSEMBLE_WEIGHTS ({len(d.ENSEMBLE_WEIGHTS)} items) must pair up one to one."
-            )
-        for config, weights in zip(d.ENSEMBLE_CONFIGS, d.ENSEMBLE_WEIGHTS):
-            ecfg = load_teacher_cfg(config, [], cfg.MODEL.DEVICE)
-            if ecfg.MODEL.ROI_HEADS.NUM_CLASSES != s_classes:
-                raise ValueError(
-                    f"Ensemble teacher {config!r} has NUM_CLASSES="
-                    f"{ecfg.MODEL.ROI_HEADS.NUM_CLASSES}, the student {s_classes}."
-                )
-            extra_teachers.append(build_teacher(ecfg, weights, config))
+        teacher, *extra_teachers = build_teachers(cfg)
+        num_logits = cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1
         feature_losses = {}
-        if "reviewkd" in losses:
+        if "reviewkd" in d.LOSSES:
             feature_losses["reviewkd"] = ReviewKD(
                 student_shapes=ret["backbone"].output_shape(),
                 teacher_shapes=teacher.backbone.output_shape(),
@@ -233,23 +175,28 @@ class DistillRCNN(GeneralizedRCNN):
             )
         ret.update(
             teacher=teacher,
+            extra_teachers=extra_teachers,
             logit_losses={
-                n: _LOGIT_LOSS_BUILDERS[n](d, cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1)
-                for n in losses
-                if n in LOGIT_LOSSES
+                name: build_logit_loss(name, num_classes=num_logits, **logit_loss_kwargs(cfg, name))
+                for name in d.LOSSES
+                if name in LOGIT_LOSSES
             },
             feature_losses=feature_losses,
-            loss_weights={n: d[n.upper()].WEIGHT for n in losses},
+            loss_weights={name: d[name.upper()].WEIGHT for name in d.LOSSES},
             warmup_iters=d.WARMUP_ITERS,
-            extra_teachers=extra_teachers,
         )
         return ret
 
+    @property
+    def teachers(self) -> List[GeneralizedRCNN]:
+        """The teacher, then the ensemble's further teachers."""
+        return [self.teacher, *self.extra_teachers]
+
     def train(self, mode: bool = True):
-        """Switch the student's mode; the teacher always stays in eval mode."""
+        """Switch the student's mode; the teachers always stay in eval mode."""
         super().train(mode)
-        self.teacher.eval()
-        self.extra_teachers.eval()
+        for t in self.teachers:
+            t.eval()
         return self
 
     # ------------------------------------------------------------------------------ forward
@@ -258,104 +205,105 @@ class DistillRCNN(GeneralizedRCNN):
         student's predictions (as GeneralizedRCNN) in inference."""
         if not self.training or not (self.logit_losses or self.feature_losses):
             return super().forward(batched_inputs)
+        losses, record = self.forward_student(batched_inputs)
+        teacher = self.teacher_outputs(batched_inputs, record)
+        losses.update(self.distillation_losses(record, teacher))
+        return losses
 
-        captured: Dict[str, object] = {}
-        with self._capture_student(captured):
+    def forward_student(
+        self, batched_inputs: List[Dict[str, torch.Tensor]]
+    ) -> Tuple[Dict[str, torch.Tensor], StudentRecord]:
+        """The student's training forward, exactly GeneralizedRCNN's, and what distillation
+        needs of it.
+
+        Returns:
+            (dict[str, Tensor], StudentRecord): the student's detection losses, and its
+            features, sampled proposals and box logits.
+        """
+        assert self.training, "forward_student is the training forward: call model.train()"
+        with self._recording() as recorded:
             losses = super().forward(batched_inputs)
-        proposals = captured["proposals"]
-        teacher_features, teacher_logits = self._teacher_forward(
-            batched_inputs, proposals, need_logits=bool(self.logit_losses)
-        )
+        return losses, StudentRecord(**recorded)
+
+    @torch.no_grad()
+    def teacher_outputs(
+        self, batched_inputs: List[Dict[str, torch.Tensor]], record: StudentRecord
+    ) -> TeacherOutputs:
+        """The first teacher's backbone features and, when logit losses are configured, the
+        teachers' mean box logits on the student's sampled proposals (``record.proposals``)."""
+        boxes = [p.proposal_boxes for p in record.proposals] if self.logit_losses else None
+        outputs = [
+            run_teacher(t, self.input_format, batched_inputs, boxes)
+            for t in (self.teachers if boxes is not None else [self.teacher])
+        ]
+        logits = None
+        if boxes is not None:
+            logits = torch.stack([out[1] for out in outputs]).mean(0)
+        return TeacherOutputs(features=outputs[0][0], logits=logits)
+
+    def distillation_losses(
+        self, record: StudentRecord, teacher: TeacherOutputs
+    ) -> Dict[str, torch.Tensor]:
+        """``loss_<name>`` for every configured loss, weighted and warmed up.
+
+        Raises:
+            FloatingPointError: NaN or Inf in the teacher's logits or in a loss (before the
+                optimizer step, naming the term and the iteration).
+        """
         storage = _current_storage()
         iteration = storage.iter if storage is not None else None
         factor = self._warmup_factor(iteration)
         if storage is not None and self.warmup_iters > 0:
             storage.put_scalar("distill_warmup_factor", factor)
-
+        terms = {}
         if self.logit_losses:
-            student_logits = captured["logits"]
-            assert student_logits.shape == teacher_logits.shape, (
-                f"student ROI logits {tuple(student_logits.shape)} and teacher ROI logits "
-                f"{tuple(teacher_logits.shape)} do not align"
+            assert record.logits.shape == teacher.logits.shape, (
+                f"student ROI logits {tuple(record.logits.shape)} and teacher ROI logits "
+                f"{tuple(teacher.logits.shape)} do not align"
             )
-            _check_finite("the teacher's ROI logits", teacher_logits, iteration)
-            gt_classes = torch.cat([p.gt_classes for p in proposals])
-            for name, fn in self.logit_losses.items():
-                value = fn(student_logits, teacher_logits, gt_classes)
-                losses[f"loss_{name}"] = _check_finite(
-                    f"loss_{name}", value * (self.loss_weights[name] * factor), iteration
-                )
+            _check_finite("the teacher's ROI logits", teacher.logits, iteration)
+            gt_classes = record.gt_classes
+            for name, loss in self.logit_losses.items():
+                terms[name] = loss(record.logits, teacher.logits, gt_classes)
         for name, module in self.feature_losses.items():
-            value = module(captured["features"], teacher_features)
-            losses[f"loss_{name}"] = _check_finite(
+            terms[name] = module(record.features, teacher.features)
+        return {
+            f"loss_{name}": _check_finite(
                 f"loss_{name}", value * (self.loss_weights[name] * factor), iteration
             )
-        return losses
+            for name, value in terms.items()
+        }
 
     @contextlib.contextmanager
-    def _capture_student(self, captured: Dict[str, object]):
-        """Record the student's backbone features, sampled proposals and box logits."""
+    def _recording(self) -> Iterator[Dict[str, object]]:
+        """Record, during one student forward, the fields of a :class:`StudentRecord`."""
+        recorded: Dict[str, object] = {}
 
-        def hook(key, index=None):
-            def fn(module, inputs, output):
-                captured[key] = output if index is None else output[index]
+        def keep(key, index=None):
+            def hook(module, inputs, output):
+                recorded[key] = output if index is None else output[index]
 
-            return fn
+            return hook
 
         handles = [
-            self.backbone.register_forward_hook(hook("features")),
+            self.backbone.register_forward_hook(keep("features")),
             # StandardROIHeads.forward returns (sampled proposals, losses) in training
-            self.roi_heads.register_forward_hook(hook("proposals", 0)),
+            self.roi_heads.register_forward_hook(keep("proposals", 0)),
             # FastRCNNOutputLayers returns (class scores (R, K+1), box deltas)
-            self.roi_heads.box_predictor.register_forward_hook(hook("logits", 0)),
+            self.roi_heads.box_predictor.register_forward_hook(keep("logits", 0)),
         ]
         try:
-            yield captured
+            yield recorded
         finally:
             for h in handles:
                 h.remove()
-
-    @torch.no_grad()
-    def _teacher_forward(self, batched_inputs, proposals, need_logits: bool):
-        """The (first) teacher's FPN features, and the ROI logits on the student's sampled
-        proposals, averaged over the ensemble when there are extra teachers."""
-        features, logits = _run_teacher(
-            self.teacher, self.input_format, batched_inputs, proposals, need_logits
-        )
-        if need_logits and len(self.extra_teachers):
-            others = [
-                _run_teacher(t, self.input_format, batched_inputs, proposals, True)[1]
-                for t in self.extra_teachers
-            ]
-            logits = torch.stack([logits] + others).mean(0)
-        return features, logits
+        assert set(recorded) == {"features", "proposals", "logits"}, f"recorded {set(recorded)}"
 
     def _warmup_factor(self, iteration: Optional[int]) -> float:
         """``min(iteration / warmup_iters, 1)``; 1 without warm-up or outside a trainer."""
         if self.warmup_iters <= 0 or iteration is None:
             return 1.0
         return min(iteration / self.warmup_iters, 1.0)
-
-
-def box_logits(detector: GeneralizedRCNN, features: Dict[str, torch.Tensor], proposal_boxes):
-    """Box-classification logits (R, K+1) of ``detector``'s box head on the given proposal
-    boxes (a list of Boxes, one per image), from its FPN ``features``."""
-    heads = detector.roi_heads
-    box_features = heads.box_pooler([features[f] for f in heads.box_in_features], proposal_boxes)
-    return heads.box_predictor(heads.box_head(box_features))[0]
-
-
-def _run_teacher(teacher, student_format, batched_inputs, proposals, need_logits: bool):
-    if teacher.input_format != student_format:  # RGB <-> BGR (checked in __init__)
-        batched_inputs = [dict(x, image=x["image"].flip(0)) for x in batched_inputs]
-    images = teacher.preprocess_image(batched_inputs)
-    features = teacher.backbone(images.tensor)
-    logits = (
-        box_logits(teacher, features, [p.proposal_boxes for p in proposals])
-        if need_logits
-        else None
-    )
-    return features, logits
 
 
 def _current_storage():
@@ -376,14 +324,17 @@ def _check_finite(what: str, value: torch.Tensor, iteration: Optional[int]) -> t
     return value
 
 
-_TEACHER_PREFIXES = ("teacher.", "extra_teachers.")
-
-
 def _drop_teacher_keys(module, state_dict, prefix, local_metadata):
     for key in [
         k for k in state_dict if k.startswith(tuple(prefix + p for p in _TEACHER_PREFIXES))
     ]:
         del state_dict[key]
+
+
+def _rename_old_loss_keys(module, state_dict, prefix, *args):
+    old, new = prefix + "logit_loss_modules.", prefix + "logit_losses."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[new + key[len(old) :]] = state_dict.pop(key)
 
 
 def _ignore_missing_teacher_keys(module, incompatible_keys):

@@ -1,17 +1,32 @@
-"""Build a frozen teacher detector from its own detectron2 config and weights."""
+"""The teacher: its own detectron2 config and weights, checked against the student, frozen.
+
+Every check of a teacher lives here and runs once: its config (architecture, class count,
+input format) before anything is built, its box branch once built, its weights once loaded.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.modeling import GeneralizedRCNN, build_model
+from detectron2.structures import Boxes
 
-__all__ = ["load_teacher_cfg", "build_teacher", "load_teacher_weights", "freeze"]
+from .roi import box_logits, require_box_branch
+
+__all__ = [
+    "load_teacher_cfg",
+    "check_teacher_cfg",
+    "build_teacher",
+    "build_teachers",
+    "load_teacher_weights",
+    "freeze",
+    "run_teacher",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +154,30 @@ class _RecordingCheckpointer(DetectionCheckpointer):
         super()._log_incompatible_keys(incompatible)
 
 
+def check_teacher_cfg(teacher_cfg: CfgNode, student_cfg: CfgNode, name: str) -> None:
+    """Raise ValueError if the teacher ``name`` cannot teach the student: another class count,
+    or an input format that cannot be converted (only RGB <-> BGR can)."""
+    t_classes = teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    s_classes = student_cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if t_classes != s_classes:
+        raise ValueError(
+            f"Teacher and student class counts differ: the teacher config {name!r} has "
+            f"MODEL.ROI_HEADS.NUM_CLASSES={t_classes}, the student {s_classes}. Their box logits "
+            "must cover the same classes: use a teacher trained on the student's dataset (or set "
+            "MODEL.DISTILL.TEACHER_OPTS ['MODEL.ROI_HEADS.NUM_CLASSES', N] for a teacher "
+            "checkpoint with N classes)."
+        )
+    formats = {teacher_cfg.INPUT.FORMAT, student_cfg.INPUT.FORMAT}
+    if len(formats) == 2 and formats != {"RGB", "BGR"}:
+        raise ValueError(
+            f"Student INPUT.FORMAT {student_cfg.INPUT.FORMAT!r} and teacher ({name}) INPUT.FORMAT "
+            f"{teacher_cfg.INPUT.FORMAT!r} differ and only RGB<->BGR can be converted."
+        )
+
+
 def build_teacher(teacher_cfg: CfgNode, weights: str, config_name: str = "") -> GeneralizedRCNN:
-    """Build the teacher from its config, load and check its weights, freeze it.
+    """Build the teacher from its config, check its box branch, load and check its weights,
+    freeze it.
 
     Args:
         teacher_cfg (CfgNode): from :func:`load_teacher_cfg`.
@@ -148,13 +185,38 @@ def build_teacher(teacher_cfg: CfgNode, weights: str, config_name: str = "") -> 
         config_name (str): the model-zoo name of the teacher config (for ``weights="zoo"``).
     """
     teacher = build_model(teacher_cfg)
-    missing = [
-        a for a in ("box_pooler", "box_head", "box_predictor") if not hasattr(teacher.roi_heads, a)
-    ]
-    if missing:
-        raise ValueError(
-            f"The teacher's ROI heads ({type(teacher.roi_heads).__name__}) have no {missing}; "
-            "LumiNet needs a StandardROIHeads-style box branch (Faster R-CNN FPN)."
-        )
+    require_box_branch(teacher.roi_heads, "teacher")
     load_teacher_weights(teacher, weights, config_name)
     return freeze(teacher)
+
+
+def build_teachers(cfg: CfgNode) -> List[GeneralizedRCNN]:
+    """The teacher and the ensemble's further teachers of a DistillRCNN config (``cfg.MODEL.
+    DISTILL``: TEACHER_CONFIG / TEACHER_OPTS / TEACHER_WEIGHTS, then ENSEMBLE_CONFIGS paired with
+    ENSEMBLE_WEIGHTS), each checked against the student config before its weights are read."""
+    d = cfg.MODEL.DISTILL
+    specs = [(d.TEACHER_CONFIG, list(d.TEACHER_OPTS), d.TEACHER_WEIGHTS)]
+    specs += [(c, [], w) for c, w in zip(d.ENSEMBLE_CONFIGS, d.ENSEMBLE_WEIGHTS)]
+    teachers = []
+    for config, opts, weights in specs:
+        teacher_cfg = load_teacher_cfg(config, opts, cfg.MODEL.DEVICE)
+        check_teacher_cfg(teacher_cfg, cfg, config)
+        teachers.append(build_teacher(teacher_cfg, weights, config))
+    return teachers
+
+
+def run_teacher(
+    teacher: GeneralizedRCNN,
+    student_format: str,
+    batched_inputs: List[dict],
+    proposal_boxes: Optional[List[Boxes]],
+) -> Tuple[dict, Optional[torch.Tensor]]:
+    """The teacher's backbone (FPN) features on the student's images (converted to its channel
+    order, normalised with its own pixel statistics) and, if ``proposal_boxes`` are given, its
+    box logits (R, K+1) on them. Call under ``torch.no_grad()``."""
+    if teacher.input_format != student_format:  # RGB <-> BGR (checked by check_teacher_cfg)
+        batched_inputs = [dict(x, image=x["image"].flip(0)) for x in batched_inputs]
+    images = teacher.preprocess_image(batched_inputs)
+    features = teacher.backbone(images.tensor)
+    logits = None if proposal_boxes is None else box_logits(teacher, features, proposal_boxes)
+    return features, logits

@@ -23,9 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .losses import luminet_loss
-
-__all__ = ["STATS_MODES", "batch_moments", "sync_moments", "RunningMoments", "LuminetLoss"]
+__all__ = ["STATS_MODES", "Moments", "batch_moments", "sync_moments", "RunningMoments"]
 
 STATS_MODES = ("batch", "sync", "global")
 Moments = Tuple[torch.Tensor, torch.Tensor]
@@ -105,59 +103,3 @@ class RunningMoments(nn.Module):
         if self.count.item() == 0:
             raise RuntimeError("RunningMoments has seen no rows yet; call update() first.")
         return self.mean.float(), (self.m2 / self.count).float()
-
-
-class LuminetLoss(nn.Module):
-    """:func:`~luminet_det.losses.luminet_loss` with its statistics taken per ``stats`` mode
-    (one of :data:`STATS_MODES`, see the module docstring). Unweighted.
-
-    Args:
-        temperature (float): > 0.
-        eps (float): > 0, variance epsilon.
-        stats (str): "batch", "sync" or "global".
-        num_classes (int): C, needed by "global" (the running teacher moments).
-    """
-
-    def __init__(
-        self,
-        *,
-        temperature: float = 4.0,
-        eps: float = 1e-5,
-        stats: str = "batch",
-        num_classes: int = 0,
-    ):
-        super().__init__()
-        if stats not in STATS_MODES:
-            raise ValueError(f"LumiNet STATS must be one of {list(STATS_MODES)}, got {stats!r}.")
-        if stats == "global" and num_classes <= 0:
-            raise ValueError("STATS 'global' needs the number of logit columns (num_classes > 0).")
-        self.temperature, self.eps, self.stats = temperature, eps, stats
-        self.running = RunningMoments(num_classes) if stats == "global" else None
-        moments = {"batch": None, "sync": sync_moments, "global": self._running_moments}
-        self._student_moments = sync_moments if stats == "sync" else None
-        self._teacher_moments = moments[stats]
-
-    def _running_moments(self, teacher_logits: torch.Tensor) -> Moments:
-        if self.training:
-            self.running.update(teacher_logits)
-        return self.running()
-
-    def forward(self, student_logits, teacher_logits, target=None) -> torch.Tensor:
-        """(N, C) student and teacher logits -> scalar; ``target`` is ignored."""
-        if student_logits.shape[0] == 0 and self.stats != "sync":
-            return luminet_loss(student_logits, teacher_logits, self.temperature, self.eps)
-        s_m = self._student_moments(student_logits) if self._student_moments else None
-        t_m = self._teacher_moments(teacher_logits.detach()) if self._teacher_moments else None
-        loss = luminet_loss(
-            student_logits,
-            teacher_logits,
-            self.temperature,
-            self.eps,
-            student_moments=s_m,
-            teacher_moments=t_m,
-        )
-        if s_m is not None:
-            # every process must take part in the all-reduce's backward, even one whose loss
-            # does not depend on the moments (no rows): keep them in the graph
-            loss = loss + 0.0 * (s_m[0].sum() + s_m[1].sum())
-        return loss

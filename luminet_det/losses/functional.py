@@ -1,8 +1,9 @@
-"""Logit distillation losses: LumiNet, KD and DKD.
+"""The distillation losses as pure functions: LumiNet's perception and loss, KD, DKD and
+ReviewKD's hierarchical context loss.
 
-Pure torch (no detectron2 import): this module is the single source of truth for the losses,
-used by the detector (:mod:`luminet_det.modeling`) and by the classification module
-(:mod:`luminet_det.cls`) alike.
+Pure torch. The modules of :mod:`luminet_det.losses.modules` (built by name with
+:func:`~luminet_det.losses.build_logit_loss`) wrap these functions for the detector and the
+classifier alike; the numbers are computed here and nowhere else.
 
 Common conventions of every loss here:
 
@@ -147,7 +148,7 @@ def luminet_loss(
         eps (float): > 0, variance epsilon of :func:`perception`.
         student_moments, teacher_moments ((Tensor, Tensor), optional): (mean, biased var),
             each (C,), to use instead of each side's own batch statistics (see
-            :mod:`luminet_det.stats`: statistics over all processes or over the data set).
+            :mod:`luminet_det.losses.statistics`: statistics over all processes or over the data set).
 
     Returns:
         Tensor: scalar float loss. ``0.0`` (connected to the student graph) for N = 0; also

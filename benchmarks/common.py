@@ -1,0 +1,187 @@
+"""What every benchmark section shares: paths, the table of methods, summaries, training runs."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS = os.path.join(ROOT, "configs", "Digits-Detection")
+TEACHER_FINAL = os.path.join(ROOT, "output", "digits", "teacher_R_50_FPN", "model_final.pth")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of every detection table.
+
+    Attributes:
+        name (str): the row's label.
+        losses (tuple[str]): MODEL.DISTILL.LOSSES.
+        config (str): its config in configs/Digits-Detection/.
+    """
+
+    name: str
+    losses: tuple
+    config: str
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace(" ", "_").replace("+", "_")
+
+
+#: the one table of detection methods, in report order
+METHODS: List[Method] = [
+    Method("student alone", (), "student_R_18_FPN.yaml"),
+    Method("KD", ("kd",), "kd_R50_R18.yaml"),
+    Method("DKD", ("dkd",), "dkd_R50_R18.yaml"),
+    Method("LumiNet", ("luminet",), "luminet_R50_R18.yaml"),
+    Method("LumiNet+ReviewKD", ("luminet", "reviewkd"), "luminet_reviewkd_R50_R18.yaml"),
+]
+METHOD = {m.name: m for m in METHODS}
+
+#: tools/train_net.py overrides of --quick runs (toy sizes)
+QUICK_DET = {
+    "SOLVER.MAX_ITER": "3",
+    "SOLVER.IMS_PER_BATCH": "2",
+    "SOLVER.WARMUP_ITERS": "1",
+    "SOLVER.STEPS": "(100,)",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": "32",
+    "DATALOADER.NUM_WORKERS": "0",
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def summary(values: Sequence[float]) -> Dict[str, float]:
+    """median, first and third quartile, and count of ``values``."""
+    values = sorted(values)
+    q = statistics.quantiles(values, n=4) if len(values) >= 2 else [values[0]] * 3
+    return {"median": statistics.median(values), "q1": q[0], "q3": q[2], "n": len(values)}
+
+
+def fmt(s: Dict[str, float], scale: float = 1.0, digits: int = 2) -> str:
+    """A :func:`summary` as ``median [q1, q3]``."""
+    m, q1, q3 = (s[k] * scale for k in ("median", "q1", "q3"))
+    return f"{m:.{digits}f} [{q1:.{digits}f}, {q3:.{digits}f}]"
+
+
+def mean_std(values: Sequence[float]) -> str:
+    """``mean ± std`` of the finite values (one value alone; "n/a" for none)."""
+    vals = [v for v in values if v == v]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return f"{vals[0]:.1f}"
+    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
+
+
+def distill_cfg(losses: Sequence[str], teacher_weights: str, quick: bool):
+    """The built-in set's LumiNet+ReviewKD config with ``losses``, on the CPU."""
+    from luminet_det import load_config
+
+    cfg = load_config(os.path.join(DIGITS, METHOD["LumiNet+ReviewKD"].config))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.DISTILL.LOSSES = list(losses)
+    cfg.MODEL.DISTILL.TEACHER_WEIGHTS = teacher_weights
+    if quick:
+        cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
+        cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 64
+    return cfg
+
+
+def stand_in_teacher(work: str, quick: bool) -> str:
+    """Weights for timing runs: the demo's trained teacher when there is one (not --quick),
+    else random weights of its architecture written once per run (step times do not depend
+    on the weights' values)."""
+    if os.path.isfile(TEACHER_FINAL) and not quick:
+        return TEACHER_FINAL
+    path = os.path.join(work, "teacher.pth")
+    if os.path.isfile(path):
+        return path
+    from detectron2.modeling import build_model
+
+    from luminet_det import load_config
+    from luminet_det.modeling import load_teacher_cfg
+
+    cfg = load_config(os.path.join(DIGITS, METHOD["LumiNet"].config))
+    tcfg = load_teacher_cfg(cfg.MODEL.DISTILL.TEACHER_CONFIG, [], "cpu")
+    torch.save({"model": build_model(tcfg).state_dict()}, path)
+    return path
+
+
+def final_ap(output_dir: str) -> float:
+    """The last box AP of a detectron2 run."""
+    from luminet_det.runio import last_box_ap
+
+    row = last_box_ap(output_dir)
+    if row is None:
+        raise ValueError(f"No box AP in {output_dir}/metrics.json.")
+    return row["bbox/AP"]
+
+
+def finished(output_dir: str) -> bool:
+    """A finished run (final checkpoint and a finite AP row): reused, so an interrupted
+    benchmark loses at most the run in progress."""
+    if not os.path.isfile(os.path.join(output_dir, "model_final.pth")):
+        return False
+    try:
+        ap = final_ap(output_dir)
+    except (OSError, IndexError, ValueError):
+        return False
+    return ap == ap
+
+
+def detection_teacher(quick: bool, work: str, env: Optional[dict]):
+    """(weights, AP) of the built-in set's R-50-FPN teacher, trained first if needed (quick:
+    random weights of the right architecture, AP nan)."""
+    if quick:
+        return stand_in_teacher(work, True), float("nan")
+    if not os.path.isfile(TEACHER_FINAL):
+        log("training the teacher (teacher_R_50_FPN.yaml) first")
+        cmd = [sys.executable, "tools/train_net.py", "--config-file"]
+        cmd.append(os.path.join(DIGITS, "teacher_R_50_FPN.yaml"))
+        subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    return TEACHER_FINAL, final_ap(os.path.dirname(TEACHER_FINAL))
+
+
+def train_detector(
+    label: str,
+    config: str,
+    out: str,
+    seed: int,
+    teacher: Optional[str],
+    quick: bool,
+    env: dict,
+    extra: Sequence[str] = (),
+    procs: int = 1,
+) -> float:
+    """Train one detector with tools/train_net.py (``procs`` processes) and return its final
+    box AP; a finished run in ``out`` is reused."""
+    if not quick and finished(out):
+        log(f"{label}, seed {seed}: cached run, AP {final_ap(out):.2f}")
+        return final_ap(out)
+    cmd = [sys.executable, "tools/train_net.py", "--config-file", os.path.join(DIGITS, config)]
+    # a free port: detectron2's default is fixed per user, so two runs at once would clash
+    cmd += ["--num-gpus", str(procs), "--dist-url", "auto"] if procs > 1 else []
+    cmd += ["SEED", str(seed), "OUTPUT_DIR", out, "DATALOADER.NUM_WORKERS", "1"]
+    cmd += [x for kv in QUICK_DET.items() for x in kv] if quick else []
+    if teacher is not None:
+        cmd += ["MODEL.DISTILL.TEACHER_WEIGHTS", teacher]
+    cmd += list(extra)
+    log(f"{label}, seed {seed}")
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    ap = final_ap(out)
+    log(f"  AP {ap:.2f} ({time.time() - t0:.0f} s)")
+    return ap

@@ -1,0 +1,88 @@
+"""Evaluate a DistillRCNN's teachers before distilling (``tools/train_net.py --check-teacher``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+from typing import Dict
+
+import numpy as np
+import torch
+from detectron2.config import CfgNode
+from torch import nn
+
+__all__ = ["evaluate_teacher", "TeacherTooWeakError", "preserved_rng"]
+
+logger = logging.getLogger(__name__)
+
+
+class TeacherTooWeakError(RuntimeError):
+    """The teacher's AP on the test set is below the required minimum."""
+
+
+def evaluate_teacher(cfg: CfgNode, model: nn.Module, min_ap: float = 1.0) -> Dict[str, Dict]:
+    """Evaluate the teacher(s) of a built DistillRCNN on ``cfg.DATASETS.TEST[0]``, each with
+    its own config (input format, test sizes) and COCO AP, and raise
+    :class:`TeacherTooWeakError` if one's box AP is below ``min_ap``. Evaluates the very
+    modules the student will learn from (no second build, no extra random draws). Under
+    several processes the evaluation is distributed and every process takes the same decision.
+
+    Args:
+        cfg (CfgNode): the student's (DistillRCNN) config.
+        model (nn.Module): the built DistillRCNN, possibly wrapped in DistributedDataParallel.
+        min_ap (float): minimum box AP (0-100) of every teacher.
+
+    Returns:
+        dict: per teacher config, detectron2's results ``{"bbox": {"AP": ..., ...}}`` (empty
+        on processes other than the main one).
+    """
+    from detectron2.engine import DefaultTrainer
+    from detectron2.evaluation import COCOEvaluator
+    from detectron2.utils import comm
+
+    from ..modeling.teacher import load_teacher_cfg
+
+    model = model.module if hasattr(model, "module") else model
+    d = cfg.MODEL.DISTILL
+    teachers = [(d.TEACHER_CONFIG, d.TEACHER_OPTS, d.TEACHER_WEIGHTS, model.teacher)]
+    teachers += [
+        (config, [], weights, t)
+        for config, weights, t in zip(d.ENSEMBLE_CONFIGS, d.ENSEMBLE_WEIGHTS, model.extra_teachers)
+    ]
+    name = cfg.DATASETS.TEST[0]
+    out: Dict[str, Dict] = {}
+    for i, (config, opts, weights, teacher) in enumerate(teachers):
+        tcfg = load_teacher_cfg(config, opts, cfg.MODEL.DEVICE)
+        tcfg.DATASETS.TEST = (name,)
+        tcfg.DATALOADER.NUM_WORKERS = cfg.DATALOADER.NUM_WORKERS
+        folder = os.path.join(cfg.OUTPUT_DIR, "teacher_eval" + (f"_{i}" if i else ""))
+        with preserved_rng():  # e.g. a DataLoader iterator draws its base seed from torch
+            results = DefaultTrainer.test(tcfg, teacher, [COCOEvaluator(name, output_dir=folder)])
+        # only the main process holds the results: share its AP so all processes agree
+        ap = comm.all_gather(results.get("bbox", {}).get("AP", float("nan")))[0]
+        if not ap >= min_ap:
+            raise TeacherTooWeakError(
+                f"The teacher ({config}, weights {weights}) reaches box AP {ap:.2f} on {name}, "
+                f"below the minimum {min_ap}. Distilling from it would teach the student noise: "
+                "check the weights, the class order and the input format (or lower "
+                "--min-teacher-ap)."
+            )
+        logger.info(f"Teacher {config}: box AP on {name} {ap:.2f} (minimum {min_ap}).")
+        out[config] = results
+    return out
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Restore Python's, NumPy's and torch's (CPU and current CUDA device) random states on
+    exit, so that work done in between does not change the training run that follows."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
