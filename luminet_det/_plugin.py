@@ -6,6 +6,10 @@ imports ``luminet_det`` first) must never import detectron2. So registration run
 detectron2 itself is imported: at once if it already is, otherwise right after its top-level
 package has loaded (a finder on ``sys.meta_path`` wraps that one import). detectron2's
 registries cannot be used before ``import detectron2``, so nothing can look them up early.
+
+One cycle needs care: when ``luminet_det.config`` is the first module to import detectron2,
+registration would import ``luminet_det.modeling``, which needs the half-loaded config. Then
+registration waits, and ``luminet_det/config.py`` completes it as its last statement.
 """
 
 from __future__ import annotations
@@ -13,27 +17,70 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.util
+import logging
 import sys
 import warnings
 
-__all__ = ["register_when_detectron2_loads", "silence_known_warnings"]
+__all__ = ["register_when_detectron2_loads", "register_pending", "silence_known_warnings"]
 
 _TARGET = "detectron2"
+_pending = False
+
+
+def _not_fx_tracing_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("is_fx_tracing will return true")
+
+
+def _not_no_cuda_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("No CUDA runtime is found")
 
 
 def silence_known_warnings() -> None:
-    """Hide the two FutureWarnings that importing detectron2 (and fvcore.nn) prints under
-    torch >= 2.10 (``torch.jit.script`` at module level); nothing else."""
+    """Hide what detectron2 makes torch print under torch 2.14 that is known to be harmless,
+    and nothing else: the FutureWarnings of ``torch.jit.script`` at import (detectron2 and
+    fvcore.nn), the UserWarning of ``torch.meshgrid`` without ``indexing`` (detectron2's anchor
+    generator; its default is the behaviour detectron2 relies on), torch.fx's ``is_fx_tracing``
+    notice (detectron2 calls it in every forward), and torch's "No CUDA runtime is found" notice
+    when detectron2 imports torch.utils.cpp_extension on a machine without CUDA (the "No CUDA
+    device" warning of tools/train_net.py says that once, in our words)."""
     warnings.filterwarnings(
         "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
     )
+    warnings.filterwarnings(
+        "ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning
+    )
+    for name, keep in (
+        ("torch.fx._symbolic_trace", _not_fx_tracing_notice),
+        ("torch.utils.cpp_extension", _not_no_cuda_notice),
+    ):
+        log = logging.getLogger(name)
+        if keep not in log.filters:
+            log.addFilter(keep)
 
 
-def _register() -> None:
+def _loading(name: str) -> bool:
+    """Whether module ``name`` is being executed right now (importlib marks its spec)."""
+    spec = getattr(sys.modules.get(name), "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))
+
+
+def _register(config_complete: bool = False) -> None:
+    global _pending
+    if not config_complete and _loading("luminet_det.config"):  # see the module docstring
+        _pending = True
+        return
+    _pending = False
     # imported for their side effects: registering DistillRCNN and the MobileNetV2 backbones in
     # detectron2's registries, and the built-in datasets in its catalogs
     importlib.import_module("luminet_det.modeling")
     importlib.import_module("luminet_det.data")
+
+
+def register_pending() -> None:
+    """Complete a registration that had to wait for ``luminet_det.config`` (called as its last
+    statement: every name of it is defined by then)."""
+    if _pending:
+        _register(config_complete=True)
 
 
 class _Loader(importlib.abc.Loader):

@@ -7,6 +7,8 @@ from typing import Optional
 
 from detectron2.config import CfgNode as CN
 
+from . import _plugin
+from .errors import ConfigError
 from .losses import logit_loss_names
 
 __all__ = [
@@ -71,11 +73,16 @@ def add_luminet_config(cfg: CN) -> None:
     _C.MODEL.DISTILL.LUMINET.WEIGHT = 1.0
     # Epsilon (> 0) added to the per-class variance of the perception.
     _C.MODEL.DISTILL.LUMINET.EPS = 1e-5
-    # Where the perception statistics come from (luminet_det/losses/statistics.py): "batch" (the paper:
-    # each process's own sampled ROIs), "sync" (the ROIs of all processes, gradients as with
-    # SyncBatchNorm), or "global" (the teacher's running statistics over all ROIs seen so far,
-    # saved in checkpoints; the student keeps batch statistics).
+    # Where the perception statistics come from (luminet_det/losses/statistics.py): "batch"
+    # (the paper: each process's own sampled ROIs), "sync" (the ROIs of all processes, gradients
+    # as with SyncBatchNorm), "global" (the paper's "Ours++": the teacher's statistics over the
+    # training set, computed by a pass of the teacher before step 0 and saved in checkpoints),
+    # or "running" (the teacher's statistics over all ROIs seen so far in training, saved in
+    # checkpoints). In "global" and "running" the student keeps batch statistics.
     _C.MODEL.DISTILL.LUMINET.STATS = "batch"
+    # STATS "global": how many training images (the first of DATASETS.TRAIN) the teacher's
+    # statistics are computed over; 0 = all of them.
+    _C.MODEL.DISTILL.LUMINET.GLOBAL_STATS_IMAGES = 0
 
     _C.MODEL.DISTILL.KD = CN()
     # Temperature T (> 0) of Hinton's KD; the loss is scaled by T^2.
@@ -94,7 +101,8 @@ def add_luminet_config(cfg: CN) -> None:
     _C.MODEL.DISTILL.DKD.WEIGHT = 1.0
 
     _C.MODEL.DISTILL.REVIEWKD = CN()
-    # Weight (>= 0) of loss_reviewkd (ReviewKD's detection recipe uses 1.0).
+    # Weight (>= 0) of loss_reviewkd (mdistiller's detection recipes: 1.2 for R-101 -> R-18,
+    # 2.0 for R-50 -> MobileNetV2, 1.0 for R-101 -> R-50).
     _C.MODEL.DISTILL.REVIEWKD.WEIGHT = 1.0
     # Channels of the attention-based fusion modules (ReviewKD's "mid_channel"; > 0).
     _C.MODEL.DISTILL.REVIEWKD.MID_CHANNELS = 256
@@ -102,11 +110,16 @@ def add_luminet_config(cfg: CN) -> None:
     _C.MODEL.DISTILL.REVIEWKD.POOL_LEVELS = [4, 2, 1]
 
 
+#: keys of a loss's node that the trainer reads, not the loss
+_NOT_LOSS_ARGS = ("WEIGHT", "GLOBAL_STATS_IMAGES")
+
+
 def logit_loss_kwargs(cfg: CN, name: str) -> dict:
     """The keyword arguments of ``build_logit_loss(name, ...)``: the keys of the loss's node
-    ``MODEL.DISTILL.<NAME>`` but WEIGHT, lower-cased (e.g. LUMINET.TEMPERATURE -> temperature)."""
+    ``MODEL.DISTILL.<NAME>`` lower-cased (e.g. LUMINET.TEMPERATURE -> temperature), but WEIGHT
+    and GLOBAL_STATS_IMAGES."""
     node = cfg.MODEL.DISTILL[name.upper()]
-    return {k.lower(): v for k, v in node.items() if k != "WEIGHT"}
+    return {k.lower(): v for k, v in node.items() if k not in _NOT_LOSS_ARGS}
 
 
 def check_distill_config(cfg: CN) -> None:
@@ -118,25 +131,33 @@ def check_distill_config(cfg: CN) -> None:
     allowed = LOGIT_LOSSES + FEATURE_LOSSES
     unknown = [n for n in losses if n not in allowed]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown MODEL.DISTILL.LOSSES {unknown}; allowed: {list(allowed)} (or [] for the "
             "student alone)."
         )
     if len(set(losses)) != len(losses):
-        raise ValueError(f"MODEL.DISTILL.LOSSES lists a loss twice: {losses}")
+        raise ConfigError(f"MODEL.DISTILL.LOSSES lists a loss twice: {losses}")
     for name in losses:
         weight = d[name.upper()].WEIGHT
         if not isinstance(weight, (int, float)) or not weight >= 0:
-            raise ValueError(f"MODEL.DISTILL.{name.upper()}.WEIGHT must be >= 0, got {weight!r}.")
+            raise ConfigError(f"MODEL.DISTILL.{name.upper()}.WEIGHT must be >= 0, got {weight!r}.")
+    images = d.LUMINET.GLOBAL_STATS_IMAGES
+    if not isinstance(images, int) or images < 0:
+        raise ConfigError(
+            f"MODEL.DISTILL.LUMINET.GLOBAL_STATS_IMAGES must be an int >= 0 (0 = every training "
+            f"image), got {images!r}."
+        )
     if not isinstance(d.WARMUP_ITERS, int) or d.WARMUP_ITERS < 0:
-        raise ValueError(f"MODEL.DISTILL.WARMUP_ITERS must be an int >= 0, got {d.WARMUP_ITERS!r}.")
+        raise ConfigError(
+            f"MODEL.DISTILL.WARMUP_ITERS must be an int >= 0, got {d.WARMUP_ITERS!r}."
+        )
     if len(d.ENSEMBLE_CONFIGS) != len(d.ENSEMBLE_WEIGHTS):
-        raise ValueError(
+        raise ConfigError(
             f"MODEL.DISTILL.ENSEMBLE_CONFIGS ({len(d.ENSEMBLE_CONFIGS)} items) and "
             f"ENSEMBLE_WEIGHTS ({len(d.ENSEMBLE_WEIGHTS)} items) must pair up one to one."
         )
     if cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES:
-        raise ValueError(
+        raise ConfigError(
             "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES=True replaces the sampled proposals in place, "
             "so teacher and student ROIs would no longer align; set it to False."
         )
@@ -174,7 +195,7 @@ def _all_keys(node: CN, prefix: str = "") -> list:
     return keys
 
 
-def _explain_key_error(cfg: CN, err: Exception, source: str) -> Optional[ValueError]:
+def _explain_key_error(cfg: CN, err: Exception, source: str) -> Optional[ConfigError]:
     """yacs reports an unknown key as KeyError("Non-existent config key: K") from files and
     AssertionError("Non-existent key: K") from KEY VALUE lists; None for other errors."""
     import difflib
@@ -185,7 +206,7 @@ def _explain_key_error(cfg: CN, err: Exception, source: str) -> Optional[ValueEr
     key = msg.split(":", 1)[1].strip()
     close = difflib.get_close_matches(key, _all_keys(cfg), n=1, cutoff=0.6)
     hint = f" Did you mean {close[0]}?" if close else ""
-    return ValueError(f"Config key {key} (from {source}) does not exist.{hint}")
+    return ConfigError(f"Config key {key} (from {source}) does not exist.{hint}")
 
 
 def load_config(config_file: str, opts: list = ()) -> CN:
@@ -207,7 +228,7 @@ def load_config(config_file: str, opts: list = ()) -> CN:
                 resolve_teacher_config_path(cfg, config_file)
             elif opts:
                 if len(opts) % 2:
-                    raise ValueError(f"Overrides must be KEY VALUE pairs, got {list(opts)}")
+                    raise ConfigError(f"Overrides must be KEY VALUE pairs, got {list(opts)}")
                 cfg.merge_from_list(list(opts))
         except (KeyError, AssertionError) as e:
             explained = _explain_key_error(cfg, e, source)
@@ -215,3 +236,8 @@ def load_config(config_file: str, opts: list = ()) -> CN:
                 raise
             raise explained from None
     return cfg
+
+
+# detectron2 may have been imported for the first time by this module: registering the plugin
+# had to wait until this module was complete (luminet_det/_plugin.py)
+_plugin.register_pending()

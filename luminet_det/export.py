@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 from typing import Tuple
 
-import torch
 from detectron2.config import CfgNode
-from detectron2.utils.file_io import PathManager
 
 from .modeling.distill_rcnn import student_state_dict
-from .runio import atomic_save, atomic_write
+from .runio import UnsafeCheckpointError, atomic_save, atomic_write, load_checkpoint
 
 __all__ = ["export_student", "student_config"]
 
@@ -27,7 +25,9 @@ def student_config(cfg: CfgNode, weights: str = "") -> CfgNode:
     return out
 
 
-def export_student(cfg: CfgNode, checkpoint: str, output_dir: str) -> Tuple[str, str]:
+def export_student(
+    cfg: CfgNode, checkpoint: str, output_dir: str, *, trusted: bool = False
+) -> Tuple[str, str]:
     """Write ``student.pth`` (``{"model": state_dict}``, student keys only) and
     ``student.yaml`` into ``output_dir``.
 
@@ -35,6 +35,8 @@ def export_student(cfg: CfgNode, checkpoint: str, output_dir: str) -> Tuple[str,
         cfg (CfgNode): the training config (with ``MODEL.DISTILL``).
         checkpoint (str): a training checkpoint of DistillRCNN (e.g. ``model_final.pth``).
         output_dir (str): created if missing.
+        trusted (bool): unpickle a checkpoint that is not plain data (tools/export_student.py
+            --trust-pickle); otherwise it is read with ``weights_only=True``.
 
     Returns:
         (str, str): paths of the weights and of the config.
@@ -45,8 +47,9 @@ def export_student(cfg: CfgNode, checkpoint: str, output_dir: str) -> Tuple[str,
             "OUTPUT_DIR/model_final.pth."
         )
     try:
-        with PathManager.open(checkpoint, "rb") as f:
-            data = torch.load(f, map_location="cpu", weights_only=False)
+        data = load_checkpoint(checkpoint, trusted=trusted, opt_in="--trust-pickle")
+    except UnsafeCheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001 - re-raised with the file name
         raise RuntimeError(f"Could not read checkpoint {checkpoint!r}: {e}") from e
     state = data.get("model", data) if isinstance(data, dict) else None

@@ -11,11 +11,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 from typing import IO, Dict, Iterator, List, Optional
 
 import torch
 
-__all__ = ["atomic_write", "atomic_save", "read_metrics", "last_box_ap"]
+__all__ = [
+    "atomic_write",
+    "atomic_save",
+    "load_checkpoint",
+    "UnsafeCheckpointError",
+    "read_metrics",
+    "last_box_ap",
+]
 
 
 @contextlib.contextmanager
@@ -49,6 +57,41 @@ def atomic_save(obj, path: str) -> None:
     """``torch.save(obj)`` to ``path`` through :func:`atomic_write`."""
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint that can only be read by unpickling arbitrary Python objects."""
+
+
+def load_checkpoint(path: str, map_location="cpu", *, trusted: bool = False, opt_in: str = ""):
+    """``torch.load`` as data: tensors, numbers, strings and containers only
+    (``weights_only=True``), so a downloaded file cannot run code while it is read. Every
+    checkpoint luminet_det writes loads this way.
+
+    Args:
+        path (str): the file.
+        map_location: as for :func:`torch.load`.
+        trusted (bool): the user trusts the file's source: unpickle it fully.
+        opt_in (str): how the user sets ``trusted`` (for the error message).
+
+    Raises:
+        FileNotFoundError: no such file.
+        UnsafeCheckpointError: the file needs full unpickling and is not trusted.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Checkpoint {path!r} not found.")
+    if trusted:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()
+        detail = next((line for line in reason if "GLOBAL" in line.upper()), reason[0])
+        raise UnsafeCheckpointError(
+            f"{path!r} holds Python objects besides tensors and plain containers ({detail.strip()}"
+            "); reading it would run code from the file, so it was not read. If you trust where "
+            f"it comes from, allow it with {opt_in or 'trusted=True'}."
+        ) from None
 
 
 def read_metrics(path: str) -> List[Dict]:

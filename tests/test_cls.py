@@ -202,7 +202,7 @@ def test_shipped_cls_configs_load(root_dir):
     paths = glob.glob(os.path.join(root_dir, "configs", "CIFAR-100", "*", "*.yaml"))
     paths += glob.glob(os.path.join(root_dir, "configs", "ImageNet", "*", "*.yaml"))
     paths += glob.glob(os.path.join(root_dir, "configs", "Digits-Classification", "*_*.yaml"))
-    assert len(paths) >= 11 * 3 + 6
+    assert len(paths) >= 11 * 3 + 9
     for path in paths:
         cfg = load_config(path)
         assert cfg.MODEL.STUDENT in MODELS
@@ -213,10 +213,11 @@ def test_shipped_cls_configs_load(root_dir):
     )
     assert (row.SOLVER.BATCH_SIZE, row.SOLVER.EPOCHS, row.SOLVER.LR) == (64, 240, 0.05)
     assert list(row.SOLVER.LR_STEPS) == [150, 180, 210] and row.SOLVER.WEIGHT_DECAY == 5e-4
-    assert (row.METHOD.CE_WEIGHT, row.METHOD.WEIGHT, row.METHOD.TEMPERATURE) == (2.0, 34.0**2, 4.0)
+    # the official LumiNet HEAD (tests/test_recipes.py pins every config to its source)
+    assert (row.METHOD.CE_WEIGHT, row.METHOD.WEIGHT, row.METHOD.TEMPERATURE) == (2.0, 33.0**2, 4.0)
     inet = load_config(os.path.join(root_dir, "configs", "ImageNet", "r34_r18", "luminet.yaml"))
     assert (inet.SOLVER.BATCH_SIZE, inet.SOLVER.EPOCHS, inet.SOLVER.LR) == (512, 100, 0.2)
-    assert (inet.METHOD.CE_WEIGHT, inet.METHOD.WEIGHT, inet.METHOD.TEMPERATURE) == (0.7, 4.0, 1.0)
+    assert (inet.METHOD.CE_WEIGHT, inet.METHOD.WEIGHT, inet.METHOD.TEMPERATURE) == (1.0, 4.0, 0.7)
 
 
 def test_a_new_run_starts_a_new_metrics_file(tmp_path):
@@ -227,8 +228,8 @@ def test_a_new_run_starts_a_new_metrics_file(tmp_path):
     assert [r["epoch"] for r in rows] == [1]
 
 
-def test_global_stats_count_every_training_row_and_survive_resume(tmp_path):
-    cfg = _cfg(tmp_path, "luminet", ["SOLVER.EPOCHS=1", "METHOD.STATS=global"])
+def test_running_stats_count_every_training_row_and_survive_resume(tmp_path):
+    cfg = _cfg(tmp_path, "luminet", ["SOLVER.EPOCHS=1", "METHOD.STATS=running"])
     trainer = Trainer(cfg, progress=False)
     rows_per_epoch = len(trainer.train_loader) * cfg.SOLVER.BATCH_SIZE  # drop_last batches
     trainer.train()
@@ -244,3 +245,38 @@ def test_global_stats_count_every_training_row_and_survive_resume(tmp_path):
     # evaluation does not update the running moments (only training batches count)
     final = torch.load(os.path.join(cfg.OUTPUT_DIR, "last.pth"), weights_only=False)
     assert final["distill"]["running.count"].item() == 2 * rows_per_epoch
+
+
+def test_global_stats_are_the_teachers_moments_over_every_training_image_and_kept(tmp_path):
+    """METHOD.STATS global: one pass of the teacher over the training set before epoch 1
+    (exact moments, replayed here from the same random state), applied unchanged, saved,
+    and not recomputed on resume."""
+    from luminet_det.losses import batch_moments
+
+    cfg = _cfg(tmp_path, "luminet", ["SOLVER.EPOCHS=1", "METHOD.STATS=global"])
+    trainer = Trainer(cfg, progress=False)
+    state = torch.get_rng_state()
+    assert trainer.precompute_teacher_stats() == len(trainer.train_set)
+    assert torch.equal(torch.get_rng_state(), state)  # training's draws are untouched
+    after = torch.get_rng_state()
+    torch.set_rng_state(state)  # replay: the same augmented images, in order
+    with torch.no_grad():
+        loader = torch.utils.data.DataLoader(trainer.train_set, 500, shuffle=False)
+        logits = torch.cat([trainer.teacher(x)[0] for x, _ in loader])
+    torch.set_rng_state(after)
+    mean, var = batch_moments(logits.double())
+    running = trainer.distill.running
+    torch.testing.assert_close(running.mean, mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(running.m2 / running.count, var, rtol=1e-4, atol=1e-6)
+    trainer.train()  # no second pass; training leaves them as they are
+    saved = torch.load(os.path.join(cfg.OUTPUT_DIR, "last.pth"), weights_only=False)["distill"]
+    assert saved["running.count"].item() == len(trainer.train_set)
+    torch.testing.assert_close(saved["running.mean"], running.mean)
+    cfg.defrost()
+    cfg.SOLVER.EPOCHS = 2
+    resumed = Trainer(cfg, resume=True, progress=False)
+    assert resumed.precompute_teacher_stats() == 0  # loaded, not recomputed
+    resumed.train()
+    final = torch.load(os.path.join(cfg.OUTPUT_DIR, "last.pth"), weights_only=False)["distill"]
+    for k in ("count", "mean", "m2"):
+        assert torch.equal(final[f"running.{k}"], saved[f"running.{k}"])

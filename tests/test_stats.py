@@ -1,4 +1,5 @@
-"""Perception statistics: batch, sync (2 processes) and global (running, checkpointed)."""
+"""Perception statistics: batch, sync (2 processes), global (precomputed over the training set)
+and running (accumulated in training); both checkpointed."""
 
 import os
 
@@ -52,9 +53,9 @@ def test_running_moments_are_exact_and_checkpointed():
         RunningMoments(4)()
 
 
-def test_global_mode_uses_running_teacher_statistics_in_training_only():
+def test_running_mode_uses_running_teacher_statistics_in_training_only():
     torch.manual_seed(2)
-    loss = LuminetLoss(stats="global", num_classes=3)
+    loss = LuminetLoss(stats="running", num_classes=3)
     t1, t2 = torch.randn(8, 3), torch.randn(8, 3) + 5
     s = torch.randn(8, 3)
     loss.train()
@@ -111,7 +112,126 @@ def test_sync_mode_two_processes_equal_one_process_on_the_concatenated_batch(tmp
     assert abs(local.item() - ref.item()) > 1e-3
 
 
-def test_detector_global_stats_are_saved_and_not_exported(tmp_path):
+def test_global_mode_applies_precomputed_statistics_unchanged():
+    torch.manual_seed(4)
+    loss = LuminetLoss(stats="global", num_classes=3, temperature=2.0)
+    s, t = torch.randn(8, 3), torch.randn(8, 3) * 3 + 1
+    with pytest.raises(RuntimeError, match="none were computed"):
+        loss(s, t)
+    chunks = [torch.randn(n, 3) * 2 - 1 for n in (6, 0, 9)]
+    for c in chunks:
+        loss.accumulate_teacher_stats(c)
+    assert not loss.needs_teacher_stats
+    mean, var = batch_moments(torch.cat(chunks))
+    loss.train()
+    for _ in range(2):  # training batches do not move them
+        got = loss(s, t)
+        expected = luminet_loss(s, t, 2.0, teacher_moments=(mean, var))
+        assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss.running.count.item() == 15
+    with pytest.raises(AssertionError, match="not 'running'"):
+        LuminetLoss(stats="running", num_classes=3).accumulate_teacher_stats(t)
+
+
+def test_detector_prepass_gives_the_exact_moments_of_the_teachers_sampled_roi_logits(tmp_path):
+    """STATS "global" before step 0: the teacher's logits on ROIs sampled as in training from
+    its own proposals. With a ROI batch larger than the proposals every proposal (and ground
+    truth box) is a row, so the expected moments can be computed directly."""
+    from detectron2.data import DatasetCatalog, DatasetMapper
+    from detectron2.modeling import build_model
+    from tiny import distill_cfg, save_teacher, tiny_cfg
+
+    from luminet_det.data import generate_digits_detection, register_coco_detection
+    from luminet_det.data.digits import digits_paths
+    from luminet_det.engine import losses_needing_teacher_stats, precompute_teacher_stats
+    from luminet_det.modeling.roi import box_logits
+
+    generate_digits_detection(str(tmp_path / "d"), num_train=5, num_val=1, seed=3)
+    name = f"prepass_{os.getpid()}"
+    register_coco_detection(name, *digits_paths(str(tmp_path / "d"), "train"))
+
+    def sized(cfg):
+        cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (64,), 64
+        cfg.INPUT.RANDOM_FLIP = "none"
+        cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 20
+        return cfg
+
+    cfg = sized(distill_cfg(*save_teacher(tmp_path, sized(tiny_cfg(num_classes=10)))))
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 10
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512  # more than 20 proposals + ground truth
+    cfg.MODEL.DISTILL.LUMINET.STATS = "global"
+    cfg.MODEL.DISTILL.LUMINET.GLOBAL_STATS_IMAGES = 4
+    cfg.DATASETS.TRAIN = (name,)
+    cfg.SOLVER.IMS_PER_BATCH = 3  # batches of 3 and 1 images
+    model = build_model(cfg)
+    assert len(losses_needing_teacher_stats(model)) == 1
+    rng = torch.get_rng_state()
+    assert precompute_teacher_stats(cfg, model) == model.logit_losses["luminet"].running.count
+    assert torch.equal(torch.get_rng_state(), rng)  # the run's random draws are untouched
+    assert losses_needing_teacher_stats(model) == []
+
+    teacher, rows = model.teacher, []
+    mapper = DatasetMapper(cfg, True)
+    with torch.no_grad():
+        for d in DatasetCatalog.get(name)[:4]:
+            x = mapper(d)
+            images = teacher.preprocess_image([x])
+            features = teacher.backbone(images.tensor)
+            proposals = teacher.proposal_generator(images, features, None)[0][0]
+            boxes = proposals.proposal_boxes.tensor
+            gt = x["instances"].gt_boxes.tensor
+            rows.append(
+                box_logits(
+                    teacher, features, [type(proposals.proposal_boxes)(torch.cat([boxes, gt]))]
+                )
+            )
+    expected_mean, expected_var = batch_moments(torch.cat(rows).double())
+    running = model.logit_losses["luminet"].running
+    assert running.count.item() == sum(len(r) for r in rows)
+    torch.testing.assert_close(running.mean, expected_mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(running.m2 / running.count, expected_var, rtol=1e-4, atol=1e-6)
+
+
+def _chan_worker(rank, world, port, z_all, out):
+    from luminet_det.losses import RunningMoments, sync_moments
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    z = z_all[rank::world]
+    mean, var = sync_moments(z)
+    running = RunningMoments(z.shape[1])
+    running.update(z[:5])  # every process, different row counts per call
+    running.update(z[5:])
+    torch.save({"sync": (mean, var), "running": running()}, os.path.join(out, f"chan{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_sync_variance_keeps_float32_precision_for_a_large_mean_small_spread_column(tmp_path):
+    """A column with mean 30 and std 0.05 over 4096 rows: E[z^2]-E[z]^2 in float32 is about
+    4 % off; merging per-process means and centred sums of squares is not."""
+    import socket
+
+    g = torch.Generator().manual_seed(5)
+    z_all = torch.cat(
+        [30 + 0.05 * torch.randn(4096, 1, generator=g), torch.randn(4096, 1, generator=g)], 1
+    )
+    two_pass_var = z_all.double().var(0, unbiased=False)
+    naive = (z_all * z_all).mean(0) - z_all.mean(0) ** 2
+    assert abs(naive[0].item() / two_pass_var[0].item() - 1) > 1e-2  # the old formula's error
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_chan_worker, args=(2, port, z_all, str(tmp_path)), nprocs=2)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"chan{rank}.pt")
+        mean, var = got["sync"]
+        assert mean.dtype == torch.float32
+        torch.testing.assert_close(var.double(), two_pass_var, rtol=1e-4, atol=0)
+        torch.testing.assert_close(mean.double(), z_all.double().mean(0), rtol=1e-6, atol=0)
+        torch.testing.assert_close(got["running"][1].double(), two_pass_var, rtol=1e-4, atol=0)
+
+
+def test_detector_running_stats_are_saved_and_not_exported(tmp_path):
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
     from tiny import batch, distill_cfg, save_teacher
@@ -119,7 +239,7 @@ def test_detector_global_stats_are_saved_and_not_exported(tmp_path):
     from luminet_det.modeling import student_state_dict
 
     cfg = distill_cfg(*save_teacher(tmp_path), losses=["luminet"])
-    cfg.MODEL.DISTILL.LUMINET.STATS = "global"
+    cfg.MODEL.DISTILL.LUMINET.STATS = "running"
     model = build_model(cfg)
     model.train()
     with EventStorage(0):

@@ -130,6 +130,20 @@ def test_import_luminet_det_registers_the_plugin_when_detectron2_loads_and_warns
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "FutureWarning" not in proc.stderr, proc.stderr
+    # whichever module of ours imports detectron2 first, the plugin ends up registered
+    for first in (
+        "from luminet_det import load_config",
+        "from luminet_det.config import add_luminet_config",
+        "import luminet_det.engine",
+        "from luminet_det.data import register_coco_detection",
+        "from luminet_det.testing import toy_batch",
+    ):
+        _python(
+            f"{first}\nfrom detectron2.modeling import META_ARCH_REGISTRY\n"
+            "from detectron2.data import DatasetCatalog\n"
+            "assert 'DistillRCNN' in META_ARCH_REGISTRY, 'not registered'\n"
+            "assert 'digits_det_val' in DatasetCatalog.list()"
+        )
     # detectron2 imported first: registered at `import luminet_det`
     _python(
         "import detectron2.modeling, luminet_det\n"

@@ -109,8 +109,10 @@ def test_check_teacher_refuses_a_random_teacher(env):
         text=True,
         cwd=ROOT,
     )
-    assert proc.returncode != 0
-    assert "TeacherTooWeakError" in proc.stderr and "below the minimum 1.0" in proc.stderr
+    assert proc.returncode == 2  # a user error: one message, no traceback
+    out = proc.stdout + proc.stderr
+    assert "below the minimum 1.0" in out and "Traceback" not in out
+    assert "below the minimum 1.0" in open(env["base"] / "check" / "log.txt").read()
 
 
 def test_kill_9_then_resume_continues_from_last_complete_checkpoint(env):
@@ -184,16 +186,62 @@ def test_check_teacher_passes_and_leaves_the_student_run_unchanged(env):
 
 def test_two_cpu_processes_with_num_gpus_and_global_statistics(env):
     """`--num-gpus 2` without CUDA trains with 2 gloo processes through detectron2's launch;
-    the "global" teacher moments count the sampled ROIs of both processes."""
+    the "global" teacher statistics are computed before step 0 over the images of both
+    processes, kept unchanged by training, saved, and not recomputed by --resume."""
     out = env["base"] / "two_procs"
-    iters, images, rois = 3, 4, 32
-    cmd = _cmd(env, out, "--num-gpus", "2", "--dist-url", "auto", max_iter=iters, period=100)
-    cmd += ["SOLVER.IMS_PER_BATCH", str(images), "MODEL.DISTILL.LUMINET.STATS", "global"]
-    proc = subprocess.run(cmd, env=env["env"], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    images, stats_images, rois = 4, 6, 32
+    extra = ["SOLVER.IMS_PER_BATCH", str(images), "MODEL.DISTILL.LUMINET.STATS", "global"]
+    extra += ["MODEL.DISTILL.LUMINET.GLOBAL_STATS_IMAGES", str(stats_images)]
+    for max_iter, resume in ((2, []), (3, ["--resume"])):
+        cmd = _cmd(env, out, "--num-gpus", "2", "--dist-url", "auto", *resume, max_iter=max_iter)
+        proc = subprocess.run(cmd + extra, env=env["env"], capture_output=True, text=True, cwd=ROOT)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        log = open(out / "log.txt").read()
+        state = torch.load(out / "model_final.pth", weights_only=False)["model"]
+        # 6 images (3 per process) x 32 sampled ROIs, whatever the iterations
+        assert state["logit_losses.luminet.running.count"].item() == stats_images * rois
+        if not resume:
+            first = state["logit_losses.luminet.running.mean"].clone()
+            assert "computed from 192 ROIs" in log
+        else:
+            assert torch.equal(state["logit_losses.luminet.running.mean"], first)
+            assert log.count("computed from 192 ROIs") == 1  # not recomputed on resume
     assert os.path.isfile(out / "log.txt.rank1")  # the second process ran
-    assert "training on the CPU (2 process(es))" in open(out / "log.txt").read()
-    state = torch.load(out / "model_final.pth", weights_only=False)["model"]
-    # 2 images per process x 2 processes x 32 sampled ROIs x 3 iterations
-    assert state["logit_losses.luminet.running.count"].item() == iters * images * rois
+    assert "training on the CPU (2 process(es))" in log
     assert any("bbox/AP" in r for r in _rows(out))
+
+
+def _user_error(env, *cmd_extra, config=CONFIG):
+    """Run train_net expecting a user error: exit code 2, one message, no traceback."""
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", config]
+    proc = subprocess.run(
+        cmd + list(cmd_extra), env=env["env"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 2, (proc.stdout + proc.stderr)[-3000:]
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
+    return proc.stderr + proc.stdout
+
+
+def test_the_papers_command_without_coco_says_where_coco_goes(env, tmp_path):
+    """The paper's COCO config on a machine without COCO: the datasets are checked before the
+    teacher is built (so no download is attempted) and the message says where COCO goes."""
+    empty = dict(env, env=dict(env["env"], DETECTRON2_DATASETS=str(tmp_path)))
+    out = _user_error(
+        empty,
+        "OUTPUT_DIR",
+        str(tmp_path / "out"),
+        config=os.path.join(ROOT, "configs", "COCO-Detection", "luminet_r101_r18.yaml"),
+    )
+    assert "coco_2017_train" in out and str(tmp_path / "coco") in out
+    assert "COCO 2017 is expected under $DETECTRON2_DATASETS/coco/" in out
+    assert "cocodataset.org" in out and "Could not download" not in out  # nothing fetched
+
+
+def test_weights_that_cannot_be_downloaded_or_found_say_how_to_provide_them(env, tmp_path):
+    url = "http://127.0.0.1:9/teacher_model.pkl"  # nothing listens on port 9 (discard)
+    out = _user_error(env, "MODEL.DISTILL.TEACHER_WEIGHTS", url, "OUTPUT_DIR", str(tmp_path))
+    assert f"Could not download {url} (MODEL.DISTILL.TEACHER_WEIGHTS)" in out
+    assert "set MODEL.DISTILL.TEACHER_WEIGHTS checkpoints/teacher_model.pkl" in out
+    out = _user_error(env, "MODEL.WEIGHTS", "checkpoints/nope.pkl", "OUTPUT_DIR", str(tmp_path))
+    assert "MODEL.WEIGHTS 'checkpoints/nope.pkl' does not exist" in out
+    assert "tools/convert_torchvision_to_d2.py" in out

@@ -18,9 +18,8 @@ import argparse
 import pickle
 import sys
 
-import torch
-
 from luminet_det.convert import convert_torchvision_state_dict
+from luminet_det.runio import load_checkpoint
 
 
 def main(argv=None):
@@ -32,9 +31,15 @@ def main(argv=None):
     )
     parser.add_argument("--input", help="torchvision checkpoint (.pth); default: download")
     parser.add_argument("--output", required=True, help="detectron2 checkpoint (.pkl)")
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="--input comes from a source you trust: unpickle it even if it holds more than "
+        "tensors (by default it is read as data only, so it cannot run code)",
+    )
     args = parser.parse_args(argv)
     if args.input:
-        state = torch.load(args.input, map_location="cpu")
+        state = load_checkpoint(args.input, trusted=args.trust_pickle, opt_in="--trust-pickle")
         state = state.get("state_dict", state.get("model", state))
     else:
         import torchvision

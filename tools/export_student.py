@@ -24,10 +24,16 @@ def main(argv=None):
     parser.add_argument("--config-file", required=True, help="the training config")
     parser.add_argument("--checkpoint", required=True, help="e.g. OUTPUT_DIR/model_final.pth")
     parser.add_argument("--output", required=True, help="directory for student.pth/.yaml")
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="the checkpoint comes from a source you trust: unpickle it even if it holds more "
+        "than tensors (by default it is read as data only, so it cannot run code)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
-    weights, config = export_student(cfg, args.checkpoint, args.output)
+    weights, config = export_student(cfg, args.checkpoint, args.output, trusted=args.trust_pickle)
     print(f"Student weights: {weights}\nStudent config:  {config}")
 
 

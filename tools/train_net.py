@@ -15,6 +15,7 @@ On a machine without CUDA, ``--num-gpus N`` starts N CPU processes (gloo) sharin
 
 import logging
 import os
+import sys
 
 # first: registers the plugin and silences detectron2's known import-time warnings
 import luminet_det  # noqa: F401  isort: skip
@@ -27,8 +28,20 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from luminet_det import load_config
-from luminet_det.data import CheckedDatasetMapper, check_num_classes, register_user_datasets
-from luminet_det.engine import cpu_ddp, evaluate_teacher, make_atomic
+from luminet_det.data import (
+    CheckedDatasetMapper,
+    check_dataset_files,
+    check_num_classes,
+    register_user_datasets,
+)
+from luminet_det.engine import (
+    check_student_weights,
+    cpu_ddp,
+    evaluate_teacher,
+    make_atomic,
+    precompute_teacher_stats,
+)
+from luminet_det.errors import UserInputError
 
 
 class Trainer(DefaultTrainer):
@@ -68,6 +81,8 @@ def setup(args):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
     register_user_datasets(cfg, args.register)
     check_num_classes(cfg)
+    check_dataset_files(cfg)  # before any model is built or weight downloaded
+    check_student_weights(cfg, args.resume)
     cfg.freeze()
     default_setup(cfg, args)
     # our own messages (teacher checks, data cleaning) go to the console and log.txt too
@@ -80,6 +95,18 @@ def setup(args):
 
 
 def main(args):
+    try:
+        return _main(args)
+    except UserInputError as e:  # the message says what to fix: no traceback
+        logger = logging.getLogger("luminet_det")
+        if logger.handlers:  # set up: console and log.txt
+            logger.error(str(e))
+        else:
+            print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
@@ -95,6 +122,7 @@ def main(args):
     if args.check_teacher and cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
         evaluate_teacher(cfg, trainer.model, min_ap=args.min_teacher_ap)
     trainer.resume_or_load(resume=args.resume)
+    precompute_teacher_stats(cfg, trainer.model)  # LUMINET.STATS "global", unless resumed
     return trainer.train()
 
 

@@ -37,6 +37,11 @@ def get_cfg() -> CN:
     # Teacher checkpoint: required by every method except "ce"; a checkpoint written by this
     # module (best.pth / last.pth) or a torchvision state dict for ImageNet models.
     c.MODEL.TEACHER_WEIGHTS = ""
+    # Checkpoint files (paths as given in STUDENT_WEIGHTS / TEACHER_WEIGHTS or to `eval
+    # --checkpoint`) that may be fully unpickled. Every other file is read as data only
+    # (tensors and plain containers): a checkpoint from the internet cannot run code while it
+    # is read. List a file here only if you trust its source.
+    c.MODEL.TRUSTED_CHECKPOINTS = []
 
     c.DATA = CN()
     # One of "cifar100", "imagenet", "tiny_imagenet", "digits" (built-in, no download).
@@ -64,9 +69,11 @@ def get_cfg() -> CN:
     c.METHOD.DKD_BETA = 8.0
     # Variance epsilon of LumiNet's perception.
     c.METHOD.EPS = 1e-5
-    # Where LumiNet's statistics come from: "batch" (the paper), "sync" (all processes'
-    # batches under torchrun) or "global" (the teacher's running statistics over the training
-    # set, saved in last.pth). See luminet_det/losses/statistics.py.
+    # Where LumiNet's statistics come from: "batch" (the paper), "sync" (all processes' batches
+    # under torchrun), "global" (the paper's "Ours++": the teacher's statistics over every
+    # training image, computed before epoch 1 and saved in last.pth) or "running" (the teacher's
+    # statistics over the training batches seen so far, saved in last.pth). See
+    # luminet_det/losses/statistics.py.
     c.METHOD.STATS = "batch"
 
     c.SOLVER = CN()

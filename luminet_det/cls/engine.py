@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from typing import Dict, Optional
@@ -11,11 +12,12 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from luminet_det.losses import LogitLoss, build_logit_loss
 from luminet_det.metrics import classification_report
-from luminet_det.runio import atomic_save
+from luminet_det.rng import preserved_rng
+from luminet_det.runio import atomic_save, load_checkpoint
 
 from .config import loss_kwargs
 from .data import NUM_CLASSES, build_dataset
@@ -81,8 +83,12 @@ class Trainer:
         num_classes = NUM_CLASSES[cfg.DATA.NAME]
         self.train_set = build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=True)
         self.val_set = build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=False)
+        trusted = set(cfg.MODEL.TRUSTED_CHECKPOINTS)
         self.student = build_model(
-            cfg.MODEL.STUDENT, num_classes, cfg.MODEL.STUDENT_WEIGHTS or None
+            cfg.MODEL.STUDENT,
+            num_classes,
+            cfg.MODEL.STUDENT_WEIGHTS or None,
+            trusted=cfg.MODEL.STUDENT_WEIGHTS in trusted,
         )
         self.student.to(self.device)
         self.distill = distillation_loss(cfg, num_classes)
@@ -90,7 +96,12 @@ class Trainer:
             self.distill.to(self.device)
         self.teacher = None
         if self.distill is not None:
-            self.teacher = build_model(cfg.MODEL.TEACHER, num_classes, cfg.MODEL.TEACHER_WEIGHTS)
+            self.teacher = build_model(
+                cfg.MODEL.TEACHER,
+                num_classes,
+                cfg.MODEL.TEACHER_WEIGHTS,
+                trusted=cfg.MODEL.TEACHER_WEIGHTS in trusted,
+            )
             self.teacher.to(self.device).eval().requires_grad_(False)
         self.model = self.student
         if self.world > 1:
@@ -138,7 +149,7 @@ class Trainer:
         if not os.path.isfile(self.last_path):
             logger.warning(f"--resume: no {self.last_path}; starting from epoch 1.")
             return
-        state = torch.load(self.last_path, map_location=self.device, weights_only=False)
+        state = load_checkpoint(self.last_path, map_location=self.device)  # written by us
         self.student.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -224,6 +235,39 @@ class Trainer:
                 batches.set_postfix(loss=f"{loss.item():.3f}")
         return {k: v / max(n, 1) for k, v in totals.items()}
 
+    @torch.no_grad()
+    def precompute_teacher_stats(self) -> int:
+        """``METHOD.STATS "global"`` (the paper's "Ours++"): the teacher's logit statistics over
+        every training image (as the training set yields them, augmentation included), once
+        before the first epoch; saved in ``last.pth``, so a resumed run keeps them. The images
+        are split over the processes; the run's random state is left as it was. Returns the
+        rows counted (0 when nothing was needed)."""
+        if self.distill is None or not getattr(self.distill, "needs_teacher_stats", False):
+            return 0
+        n = len(self.train_set)
+        per = max(1, self.cfg.SOLVER.BATCH_SIZE // self.world)
+        steps = math.ceil(math.ceil(n / self.world) / per)  # the same on every process
+        mine = Subset(self.train_set, range(self.rank, n, self.world))
+        loader = DataLoader(mine, per, shuffle=False, num_workers=self.cfg.DATA.NUM_WORKERS)
+        logger.info(f"METHOD.STATS global: the teacher's statistics over {n} training images.")
+        with preserved_rng():
+            batches = iter(loader)  # draws the loader's base seed: inside preserved_rng
+            if self.progress and self.rank == 0:
+                from tqdm import tqdm
+
+                batches = tqdm(batches, total=steps, desc="teacher statistics", leave=False)
+            for _ in range(steps):
+                x = next(batches, None)
+                logits = (
+                    self.teacher(x[0].to(self.device))[0].float()
+                    if x is not None
+                    else torch.zeros(0, self.distill.num_classes, device=self.device)
+                )
+                self.distill.accumulate_teacher_stats(logits)  # all-reduced over processes
+        rows = int(self.distill.running.count.item())
+        logger.info(f"METHOD.STATS global: computed from {rows} images; saved in last.pth.")
+        return rows
+
     def train(self) -> Dict[str, float]:
         cfg = self.cfg
         metrics_path = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
@@ -233,6 +277,7 @@ class Trainer:
             t = evaluate(self.teacher, self.val_loader, self.device)
             logger.info(f"teacher {cfg.MODEL.TEACHER}: top-1 {t['top1']:.2f}")
             _append(metrics_path, {"epoch": 0, **{f"teacher_{k}": v for k, v in t.items()}})
+        self.precompute_teacher_stats()
         start, result = time.time(), {}
         for epoch in range(self.start_epoch, cfg.SOLVER.EPOCHS + 1):
             lr = self.optimizer.param_groups[0]["lr"]
@@ -262,12 +307,12 @@ def _append(path: str, row: Dict) -> None:
 
 def evaluate_checkpoint(cfg, checkpoint: str, arch: Optional[str] = None) -> Dict[str, float]:
     """Evaluate a checkpoint of this module (or a torchvision state dict) on DATA's val split."""
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"Checkpoint {checkpoint!r} not found.")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    trusted = checkpoint in set(cfg.MODEL.TRUSTED_CHECKPOINTS)
+    opt_in = f"MODEL.TRUSTED_CHECKPOINTS=['{checkpoint}']"
+    state = load_checkpoint(checkpoint, trusted=trusted, opt_in=opt_in)
     arch = arch or (state.get("arch") if isinstance(state, dict) else None) or cfg.MODEL.STUDENT
     device = _device(cfg)
-    model = build_model(arch, NUM_CLASSES[cfg.DATA.NAME], checkpoint).to(device)
+    model = build_model(arch, NUM_CLASSES[cfg.DATA.NAME], checkpoint, trusted=trusted).to(device)
     loader = DataLoader(
         build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=False),
         256,

@@ -11,7 +11,7 @@ catalogs.
 """
 
 from .builtin import BUILTIN_DATASETS, digits_root, register_builtin_digits
-from .catalog import check_num_classes, register_user_datasets
+from .catalog import check_dataset_files, check_num_classes, register_user_datasets
 from .coco import load_coco_detection, read_coco_json, register_coco_detection
 from .digits import DIGIT_CLASSES, generate_digits_detection
 from .mapper import CheckedDatasetMapper
@@ -20,6 +20,7 @@ register_builtin_digits()
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "check_dataset_files",
     "check_num_classes",
     "register_user_datasets",
     "CheckedDatasetMapper",

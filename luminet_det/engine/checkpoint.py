@@ -1,12 +1,16 @@
-"""Atomic checkpoint writes for detectron2's checkpointer."""
+"""Checkpoints of a training run: atomic writes, and the student's initial weights."""
 
 from __future__ import annotations
 
-from detectron2.checkpoint import DetectionCheckpointer
+import os
 
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+
+from ..modeling.weights import local_weights
 from ..runio import atomic_write
 
-__all__ = ["AtomicWritePathManager", "make_atomic"]
+__all__ = ["AtomicWritePathManager", "make_atomic", "check_student_weights"]
 
 
 class AtomicWritePathManager:
@@ -33,3 +37,23 @@ def make_atomic(checkpointer: DetectionCheckpointer) -> DetectionCheckpointer:
     if not isinstance(checkpointer.path_manager, AtomicWritePathManager):
         checkpointer.path_manager = AtomicWritePathManager(checkpointer.path_manager)
     return checkpointer
+
+
+def check_student_weights(cfg: CfgNode, resume: bool) -> None:
+    """Make sure ``MODEL.WEIGHTS`` (the student's initialisation) is on disk, downloading a URL
+    once, before any model is built; nothing to do when it is empty (training from scratch) or
+    when ``--resume`` finds a checkpoint in OUTPUT_DIR.
+
+    Raises:
+        WeightsUnavailableError: with the file or URL and how to provide it.
+    """
+    if not cfg.MODEL.WEIGHTS:
+        return
+    if resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")):
+        return
+    local_weights(
+        cfg.MODEL.WEIGHTS,
+        "MODEL.WEIGHTS",
+        hint="The paper's students start from torchvision's ImageNet weights converted with "
+        "tools/convert_torchvision_to_d2.py (README: The paper's COCO configs).",
+    )

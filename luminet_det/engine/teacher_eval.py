@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import random
 from typing import Dict
 
-import numpy as np
-import torch
 from detectron2.config import CfgNode
 from torch import nn
 
-__all__ = ["evaluate_teacher", "TeacherTooWeakError", "preserved_rng"]
+from ..errors import UserInputError
+from ..rng import preserved_rng
+
+__all__ = ["evaluate_teacher", "TeacherTooWeakError"]
 
 logger = logging.getLogger(__name__)
 
 
-class TeacherTooWeakError(RuntimeError):
+class TeacherTooWeakError(UserInputError, RuntimeError):
     """The teacher's AP on the test set is below the required minimum."""
 
 
@@ -72,17 +71,3 @@ def evaluate_teacher(cfg: CfgNode, model: nn.Module, min_ap: float = 1.0) -> Dic
         logger.info(f"Teacher {config}: box AP on {name} {ap:.2f} (minimum {min_ap}).")
         out[config] = results
     return out
-
-
-@contextlib.contextmanager
-def preserved_rng():
-    """Restore Python's, NumPy's and torch's (CPU and current CUDA device) random states on
-    exit, so that work done in between does not change the training run that follows."""
-    py_state, np_state = random.getstate(), np.random.get_state()
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)

@@ -173,11 +173,16 @@ class LuminetLoss(LogitLoss):
     """LumiNet, :func:`~luminet_det.losses.luminet_loss`, with its perception statistics taken
     per ``stats`` mode (see :mod:`luminet_det.losses.statistics`). Unweighted, no T².
 
+    With ``stats="global"`` the teacher's statistics must be filled before training with
+    :meth:`accumulate_teacher_stats` (one call per batch of the training set, on every
+    process); they are then applied unchanged. With ``stats="running"`` they accumulate during
+    training. Both live in the buffers of ``self.running`` (checkpointed).
+
     Args:
         temperature (float): T > 0.
         eps (float): > 0, variance epsilon.
-        stats (str): "batch", "sync" or "global".
-        num_classes (int): C; required by "global" (the teacher's running moments).
+        stats (str): "batch", "sync", "global" or "running".
+        num_classes (int): C; required by "global" and "running".
     """
 
     def __init__(
@@ -191,16 +196,42 @@ class LuminetLoss(LogitLoss):
         super().__init__(num_classes=num_classes)
         if stats not in STATS_MODES:
             raise ValueError(f"LumiNet STATS must be one of {list(STATS_MODES)}, got {stats!r}.")
-        if stats == "global" and num_classes is None:
-            raise ValueError("LumiNet STATS 'global' needs num_classes (the logit columns C).")
+        if stats in ("global", "running") and num_classes is None:
+            raise ValueError(f"LumiNet STATS {stats!r} needs num_classes (the logit columns C).")
         _check_positive("temperature", temperature)
         _check_positive("eps", eps)
         self.temperature, self.eps, self.stats = float(temperature), float(eps), stats
-        self.running = RunningMoments(num_classes) if stats == "global" else None
+        self.running = RunningMoments(num_classes) if stats in ("global", "running") else None
         self._student_moments = sync_moments if stats == "sync" else None
-        self._teacher_moments = {"batch": None, "sync": sync_moments, "global": self._running}[
-            stats
-        ]
+        self._teacher_moments = {
+            "batch": None,
+            "sync": sync_moments,
+            "global": self._precomputed,
+            "running": self._running,
+        }[stats]
+
+    @property
+    def needs_teacher_stats(self) -> bool:
+        """True while ``stats="global"`` statistics have not been computed."""
+        return self.stats == "global" and self.running.count.item() == 0
+
+    def accumulate_teacher_stats(self, teacher_logits: torch.Tensor) -> None:
+        """Add rows (N, C) of the teacher's logits to the ``"global"`` statistics (all
+        processes; every process must call it, with N = 0 if it has no rows)."""
+        assert (
+            self.stats == "global"
+        ), f"accumulate_teacher_stats is for STATS 'global', not {self.stats!r}"
+        self.running.update(teacher_logits)
+
+    def _precomputed(self, teacher_logits: torch.Tensor) -> Moments:
+        if self.needs_teacher_stats:
+            raise RuntimeError(
+                "LumiNet STATS 'global' applies the teacher's statistics over the training set, "
+                "but none were computed. tools/train_net.py and luminet_det.cls compute them "
+                "before the first step; elsewhere call accumulate_teacher_stats() on the "
+                "teacher's logits of the training set first (or use STATS 'running')."
+            )
+        return self.running()
 
     def _running(self, teacher_logits: torch.Tensor) -> Moments:
         if self.training:
@@ -208,7 +239,7 @@ class LuminetLoss(LogitLoss):
         return self.running()
 
     def compute(self, student_logits, teacher_logits, targets):
-        if student_logits.shape[0] == 0 and self.stats != "sync":
+        if student_logits.shape[0] == 0 and self.stats not in ("sync", "running"):
             return luminet_loss(student_logits, teacher_logits, self.temperature, self.eps)
         s_m = self._student_moments(student_logits) if self._student_moments else None
         t_m = self._teacher_moments(teacher_logits.detach()) if self._teacher_moments else None

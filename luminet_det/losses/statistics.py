@@ -3,14 +3,18 @@
 
 * ``"batch"`` (the paper): mean and biased variance of each class column over the rows of
   the local batch, teacher and student each with their own.
-* ``"sync"``: the same moments over the *global* batch of all processes (sum, sum of squares
-  and row count all-reduced). The student's all-reduce is differentiable, as in
-  SyncBatchNorm, so under DistributedDataParallel the gradients equal those of one process
-  holding the concatenated batch. With one process it equals ``"batch"``.
-* ``"global"`` (the paper's "Ours++", appendix A.13): the teacher's moments accumulated over
-  every batch seen so far (exact running moments, all processes), kept in the checkpoint; the
-  student keeps its batch moments (its logits move during training, so old statistics would
-  be stale).
+* ``"sync"``: the same moments over the *global* batch of all processes, merged from each
+  process's row count, mean and centred sum of squares (Chan et al.'s parallel algorithm, so
+  a column with a large mean and a small spread keeps its precision in float32). The
+  student's all-reduce is differentiable, as in SyncBatchNorm, so under
+  DistributedDataParallel the gradients equal those of one process holding the concatenated
+  batch. With one process it equals ``"batch"``.
+* ``"global"`` (the paper's "Ours++", appendix A.13): the teacher's moments *precomputed over
+  the training set* by a pass of the frozen teacher before step 0, then applied unchanged; kept
+  in the checkpoint (never recomputed on resume). The student keeps its batch moments.
+* ``"running"``: the teacher's moments accumulated over every batch seen so far in training
+  (exact running moments, all processes), kept in the checkpoint; the student keeps its batch
+  moments (its logits move during training, so old statistics would be stale).
 
 Pure torch; ``torch.distributed`` is only used when it is initialised.
 """
@@ -23,9 +27,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["STATS_MODES", "Moments", "batch_moments", "sync_moments", "RunningMoments"]
+__all__ = [
+    "STATS_MODES",
+    "Moments",
+    "batch_moments",
+    "global_moments",
+    "sync_moments",
+    "RunningMoments",
+]
 
-STATS_MODES = ("batch", "sync", "global")
+STATS_MODES = ("batch", "sync", "global", "running")
 Moments = Tuple[torch.Tensor, torch.Tensor]
 
 
@@ -39,34 +50,67 @@ def batch_moments(z: torch.Tensor) -> Moments:
     return z.mean(0), z.var(0, unbiased=False)
 
 
-def _global_sums(z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Column sums (C,), column sums of squares (C,) and the row count (scalar) of ``z``
-    (N, C), summed over all processes when distributed. Differentiable through the
-    all-reduce when ``z`` requires grad."""
-    n = torch.tensor([float(z.shape[0])], dtype=z.dtype, device=z.device)
-    packed = torch.cat([z.sum(0), (z * z).sum(0), n])
-    if _distributed():
-        if z.requires_grad:
-            from torch.distributed.nn.functional import all_reduce
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose gradient is the sum of the processes' gradients (the
+    gradient of a sum shared by every process), as inside SyncBatchNorm."""
 
-            packed = all_reduce(packed)
-        else:
-            dist.all_reduce(packed)  # in place: ``packed`` is a new tensor
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over processes (differentiable when ``t`` requires grad); ``t`` itself when not
+    distributed."""
+    if not _distributed():
+        return t
+    if t.requires_grad:
+        return _AllReduceSum.apply(t)
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
+
+
+def global_moments(z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row count (scalar), column mean (C,) and column centred sum of squares (C,) of the rows
+    of ``z`` (N, C) on all processes (N may differ per process, and be 0).
+
+    Each process computes its own mean and centred sum of squares in two passes; they are
+    merged as ``M2 = sum_i [M2_i + n_i (mean_i - mean)^2]`` (Chan, Golub and LeVeque), never as
+    ``E[z^2] - E[z]^2``, which loses the variance of a column whose mean is large compared
+    with its spread. Two all-reduces, differentiable when ``z`` requires grad.
+    """
     c = z.shape[1]
-    return packed[:c], packed[c : 2 * c], packed[-1]
+    n_local = torch.full((1,), float(z.shape[0]), dtype=z.dtype, device=z.device)
+    if z.shape[0]:
+        mean_local = z.mean(0)
+        m2_local = ((z - mean_local) ** 2).sum(0)
+    else:  # zeros still connected to the graph of z
+        mean_local = m2_local = z.sum(0) * 0.0
+    packed = _all_reduce_sum(torch.cat([mean_local * n_local, n_local]))
+    n = packed[-1]
+    mean = packed[:c] / n.clamp_min(1.0)
+    spread = m2_local + n_local * (mean_local - mean) ** 2 if z.shape[0] else m2_local
+    return n, mean, _all_reduce_sum(spread)
 
 
 def sync_moments(z: torch.Tensor) -> Moments:
     """Column mean and biased variance over the rows of all processes (N may differ per
-    process). Differentiable through the all-reduce when ``z`` requires grad."""
+    process), merged as in :func:`global_moments`. Differentiable through the all-reduce when
+    ``z`` requires grad."""
     z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
     if not _distributed():
         return batch_moments(z)
-    s, sq, n = _global_sums(z)
-    total = n.clamp_min(1.0)
-    mean = s / total
-    var = (sq / total - mean * mean).clamp_min(0.0)
-    return mean, var
+    n, mean, m2 = global_moments(z)
+    return mean, m2 / n.clamp_min(1.0)
 
 
 class RunningMoments(nn.Module):
@@ -86,12 +130,11 @@ class RunningMoments(nn.Module):
     @torch.no_grad()
     def update(self, z: torch.Tensor) -> None:
         """Merge the rows of ``z`` (N, C) (of every process) into the running moments
-        (Chan et al.'s parallel update)."""
-        s, sq, n = _global_sums(z.detach().double())
+        (Chan et al.'s parallel update, in float64). Every process must call it (with N = 0
+        when it has no rows)."""
+        n, b_mean, b_m2 = global_moments(z.detach().double())
         if n.item() == 0:
             return
-        b_mean = s / n
-        b_m2 = sq - n * b_mean * b_mean
         total = self.count + n
         delta = b_mean - self.mean
         self.mean += delta * (n / total)

@@ -241,6 +241,32 @@ class DistillRCNN(GeneralizedRCNN):
             logits = torch.stack([out[1] for out in outputs]).mean(0)
         return TeacherOutputs(features=outputs[0][0], logits=logits)
 
+    @torch.no_grad()
+    def teacher_logits_on_sampled_rois(
+        self, batched_inputs: List[Dict[str, torch.Tensor]]
+    ) -> torch.Tensor:
+        """The teachers' mean box logits (R, K+1) on ROIs sampled as in training, from the
+        first teacher's own RPN proposals instead of the student's: what the statistics of
+        ``LUMINET.STATS "global"`` are computed from before step 0, when the student's RPN is
+        still untrained and would propose boxes unlike those it samples later in training.
+        The student's ROI sampler picks the rows (BATCH_SIZE_PER_IMAGE per image,
+        POSITIVE_FRACTION foreground, ground truth appended), so they mix foreground and
+        background as the training rows do. Needs an EventStorage (the sampler logs to it)."""
+        images = self.teacher.preprocess_image(
+            [dict(x, image=x["image"].flip(0)) for x in batched_inputs]
+            if self.teacher.input_format != self.input_format
+            else batched_inputs
+        )
+        features = self.teacher.backbone(images.tensor)
+        proposals, _ = self.teacher.proposal_generator(images, features, None)
+        targets = [x["instances"].to(self.device) for x in batched_inputs]
+        sampled = self.roi_heads.label_and_sample_proposals(proposals, targets)
+        boxes = [p.proposal_boxes for p in sampled]
+        logits = [
+            run_teacher(t, self.input_format, batched_inputs, boxes)[1] for t in self.teachers
+        ]
+        return torch.stack(logits).mean(0)
+
     def distillation_losses(
         self, record: StudentRecord, teacher: TeacherOutputs
     ) -> Dict[str, torch.Tensor]:

@@ -16,7 +16,9 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.structures import Boxes
 
+from ..errors import ConfigError, WeightsUnavailableError
 from .roi import box_logits, require_box_branch
+from .weights import local_weights
 
 __all__ = [
     "load_teacher_cfg",
@@ -41,7 +43,7 @@ def load_teacher_cfg(config: str, opts: Optional[List] = None, device: str = "cp
         device (str): MODEL.DEVICE of the teacher (always the student's).
     """
     if not config:
-        raise ValueError(
+        raise ConfigError(
             "MODEL.DISTILL.TEACHER_CONFIG is empty: DistillRCNN needs the teacher's detectron2 "
             "config, e.g. MODEL.DISTILL.TEACHER_CONFIG "
             "'COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml' or a path to a YAML file."
@@ -53,7 +55,7 @@ def load_teacher_cfg(config: str, opts: Optional[List] = None, device: str = "cp
         try:
             path = model_zoo.get_config_file(config)
         except RuntimeError:
-            raise ValueError(
+            raise ConfigError(
                 f"MODEL.DISTILL.TEACHER_CONFIG={config!r} is neither an existing file (looked in "
                 f"{os.getcwd()!r} and, via tools/train_net.py, next to the student's config) nor "
                 "a detectron2 model-zoo config name (e.g. "
@@ -69,14 +71,14 @@ def load_teacher_cfg(config: str, opts: Optional[List] = None, device: str = "cp
     cfg.merge_from_file(path)
     if opts:
         if len(opts) % 2:
-            raise ValueError(
+            raise ConfigError(
                 f"MODEL.DISTILL.TEACHER_OPTS must be a list of KEY VALUE pairs, got an odd number "
                 f"of items: {list(opts)}"
             )
         cfg.merge_from_list(list(opts))
     cfg.MODEL.DEVICE = device
     if cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
-        raise ValueError(
+        raise ConfigError(
             f"The teacher ({config}) has META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE!r}; the "
             "teacher must be a plain 'GeneralizedRCNN' (a Faster R-CNN). To use a distilled "
             "student as a teacher, export it first with tools/export_student.py."
@@ -96,12 +98,13 @@ def load_teacher_weights(teacher: torch.nn.Module, weights: str, config: str = "
 
     Raises:
         ValueError: no weights given.
-        FileNotFoundError: a local checkpoint that does not exist.
+        WeightsUnavailableError: a local checkpoint that does not exist, or a URL that could
+            not be downloaded.
         RuntimeError: a checkpoint that cannot be read, or that leaves parameters of the
             teacher at their random initialisation (listed by name).
     """
     if not weights:
-        raise ValueError(
+        raise ConfigError(
             "MODEL.DISTILL.TEACHER_WEIGHTS is empty: distilling from a randomly initialised "
             "teacher teaches the student nothing. Set it to the teacher's checkpoint (a path, a "
             "URL, 'detectron2://...', or 'zoo' for the model-zoo weights of TEACHER_CONFIG)."
@@ -111,10 +114,11 @@ def load_teacher_weights(teacher: torch.nn.Module, weights: str, config: str = "
 
         weights = model_zoo.get_checkpoint_url(config)
     if "://" not in weights and not os.path.isfile(weights):
-        raise FileNotFoundError(
+        raise WeightsUnavailableError(
             f"Teacher weights {weights!r} not found (MODEL.DISTILL.TEACHER_WEIGHTS). Give the "
             "path of the teacher's checkpoint (.pth or .pkl), e.g. output/teacher/model_final.pth."
         )
+    source, weights = weights, local_weights(weights, "MODEL.DISTILL.TEACHER_WEIGHTS")
     checkpointer = _RecordingCheckpointer(teacher)
     try:
         checkpointer.load(weights)
@@ -141,7 +145,7 @@ def load_teacher_weights(teacher: torch.nn.Module, weights: str, config: str = "
             "not match MODEL.DISTILL.TEACHER_CONFIG (other depth, head or class count?); a "
             "student must not be distilled from a partly random teacher."
         )
-    logger.info(f"Teacher weights loaded from {weights}; every teacher parameter was found.")
+    logger.info(f"Teacher weights loaded from {source}; every teacher parameter was found.")
 
 
 class _RecordingCheckpointer(DetectionCheckpointer):
@@ -160,7 +164,7 @@ def check_teacher_cfg(teacher_cfg: CfgNode, student_cfg: CfgNode, name: str) -> 
     t_classes = teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES
     s_classes = student_cfg.MODEL.ROI_HEADS.NUM_CLASSES
     if t_classes != s_classes:
-        raise ValueError(
+        raise ConfigError(
             f"Teacher and student class counts differ: the teacher config {name!r} has "
             f"MODEL.ROI_HEADS.NUM_CLASSES={t_classes}, the student {s_classes}. Their box logits "
             "must cover the same classes: use a teacher trained on the student's dataset (or set "
@@ -169,7 +173,7 @@ def check_teacher_cfg(teacher_cfg: CfgNode, student_cfg: CfgNode, name: str) -> 
         )
     formats = {teacher_cfg.INPUT.FORMAT, student_cfg.INPUT.FORMAT}
     if len(formats) == 2 and formats != {"RGB", "BGR"}:
-        raise ValueError(
+        raise ConfigError(
             f"Student INPUT.FORMAT {student_cfg.INPUT.FORMAT!r} and teacher ({name}) INPUT.FORMAT "
             f"{teacher_cfg.INPUT.FORMAT!r} differ and only RGB<->BGR can be converted."
         )

@@ -9,7 +9,10 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import nn
 
+from luminet_det.runio import load_checkpoint
+
 from .cifar import VGG, CifarResNet, MobileNetV2Cifar, ShuffleNetV1, ShuffleNetV2, WideResNet
+from .mobilenetv1 import MobileNetV1
 
 __all__ = ["build_model", "MODELS", "TorchvisionClassifier"]
 
@@ -68,17 +71,25 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "resnet34": _tv("resnet34"),
     "resnet50": _tv("resnet50"),
     "mobilenet_v2": _tv("mobilenet_v2"),
+    # ImageNet, the official LumiNet / mdistiller MobileNetV1 (paper Table 2, R-50 -> MobileNet)
+    "mobilenet_v1": MobileNetV1,
 }
 
 
-def build_model(name: str, num_classes: int, weights: Optional[str] = None) -> nn.Module:
+def build_model(
+    name: str, num_classes: int, weights: Optional[str] = None, *, trusted: bool = False
+) -> nn.Module:
     """Build ``name`` from :data:`MODELS` with ``num_classes`` outputs; load ``weights`` (a
-    checkpoint of this module, or a torchvision state dict for the ImageNet models)."""
+    checkpoint of this module, or a torchvision state dict for the ImageNet models) as data
+    (:func:`luminet_det.runio.load_checkpoint`); ``trusted`` lets a file that needs full
+    unpickling load (``MODEL.TRUSTED_CHECKPOINTS``)."""
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}; available: {sorted(MODELS)}.")
     model = MODELS[name](num_classes=num_classes)
     if weights:
-        state = torch.load(weights, map_location="cpu", weights_only=False)
+        state = load_checkpoint(
+            weights, trusted=trusted, opt_in=f"MODEL.TRUSTED_CHECKPOINTS=['{weights}']"
+        )
         state = state.get("model", state) if isinstance(state, dict) else state
         if isinstance(model, TorchvisionClassifier) and not any(
             k.startswith(("net.", "head.")) for k in state
