@@ -15,6 +15,7 @@ FILES = {
     "student alone": "ce_resnet8.yaml",
     "KD": "kd_resnet56_resnet8.yaml",
     "DKD": "dkd_resnet56_resnet8.yaml",
+    "logitstd": "logitstd_resnet56_resnet8.yaml",
     "LumiNet": "luminet_resnet56_resnet8.yaml",
 }
 
@@ -45,8 +46,10 @@ class ClassificationAccuracy:
 def run(seeds: int, quick: bool, work: str) -> ClassificationAccuracy:
     from luminet_det.cls import Trainer, load_config
 
-    # quick: one epoch at a small LR (a one-epoch teacher gives wild logits)
+    # quick: one epoch at a small LR (a one-epoch teacher gives wild logits), and no minimum
+    # top-1 for that teacher
     epochs = ["SOLVER.EPOCHS=1", "SOLVER.LR_STEPS=[1]", "SOLVER.LR=0.005"] if quick else []
+    check = ["MODEL.TEACHER_MIN_TOP1=0.0"] if quick else []
     teacher_dir = os.path.join(work, "cls", "teacher")
     teacher = os.path.join(teacher_dir, "best.pth")
     if not os.path.isfile(teacher):
@@ -62,6 +65,7 @@ def run(seeds: int, quick: bool, work: str) -> ClassificationAccuracy:
         for seed in range(seeds):
             out = os.path.join(work, "cls", name.replace(" ", "_"), f"seed{seed}")
             overrides = [f"OUTPUT_DIR={out}", f"SEED={seed}", f"MODEL.TEACHER_WEIGHTS={teacher}"]
+            overrides += check
             r = Trainer(
                 load_config(os.path.join(CONFIGS, file), overrides + epochs), progress=False
             ).train()

@@ -41,6 +41,7 @@ METHODS: List[Method] = [
     Method("student alone", (), "student_R_18_FPN.yaml"),
     Method("KD", ("kd",), "kd_R50_R18.yaml"),
     Method("DKD", ("dkd",), "dkd_R50_R18.yaml"),
+    Method("logitstd", ("logitstd",), "logitstd_R50_R18.yaml"),
     Method("LumiNet", ("luminet",), "luminet_R50_R18.yaml"),
     Method("LumiNet+ReviewKD", ("luminet", "reviewkd"), "luminet_reviewkd_R50_R18.yaml"),
 ]

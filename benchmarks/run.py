@@ -45,6 +45,13 @@ def main(argv=None):
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results"))
     parser.add_argument("--name", default=None, help="results file stem (default: date)")
+    parser.add_argument(
+        "--stats-images",
+        type=int,
+        nargs="+",
+        default=[4, 1],
+        help="statistics section: images per process of each setting, in run order",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.repeats = 1, 3
@@ -79,7 +86,8 @@ def main(argv=None):
     if "det" in run:
         sections.append(detection.run(args.seeds, args.quick, work, env))
     if "stats" in run:
-        stats = stats_modes.run(args.seeds, args.quick, work, env)
+        batches = [2 * n for n in args.stats_images]  # 2 processes
+        stats = stats_modes.run(args.seeds, args.quick, work, env, global_batches=batches)
         log("statistics: how far local batch moments are from the data set's")
         per_process = [r["ims_per_batch"] // stats.procs for r in stats.runs]
         stats.noise = stats_modes.noise(args.quick, work, per_process=per_process)

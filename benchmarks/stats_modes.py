@@ -87,6 +87,8 @@ def run(seeds: int, quick: bool, work: str, env: dict, procs: int = 2, global_ba
     config = METHOD["LumiNet"].config
     cfg = load_config(os.path.join(DIGITS, config))
     default = 2 if quick else cfg.SOLVER.IMS_PER_BATCH
+    if not quick:
+        assert all(b <= default for b in global_batches), f"{global_batches} vs {default} images"
     runs = []
     for batch in (2,) if quick else global_batches:
         scale = default // batch

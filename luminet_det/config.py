@@ -23,7 +23,7 @@ __all__ = [
 
 #: Logit distillation losses computed on the student's sampled ROIs, built by name with
 #: luminet_det.losses.build_logit_loss from the keys of their node (see logit_loss_kwargs).
-LOGIT_LOSSES = ("luminet", "kd", "dkd")
+LOGIT_LOSSES = ("luminet", "kd", "dkd", "logitstd")
 #: Feature distillation losses computed on the FPN levels.
 FEATURE_LOSSES = ("reviewkd",)
 assert set(LOGIT_LOSSES) <= set(logit_loss_names()), f"{LOGIT_LOSSES} vs {logit_loss_names()}"
@@ -58,7 +58,7 @@ def add_luminet_config(cfg: CN) -> None:
     _C.MODEL.DISTILL.ENSEMBLE_CONFIGS = []
     _C.MODEL.DISTILL.ENSEMBLE_WEIGHTS = []
     # Distillation losses added to the student's detection losses. Any subset of
-    # "luminet", "kd", "dkd" (logit losses on the student's sampled ROIs) and "reviewkd"
+    # "luminet", "kd", "dkd", "logitstd" (logit losses on the student's sampled ROIs) and "reviewkd"
     # (feature loss on the FPN levels). [] trains the student alone (still with a teacher
     # built, e.g. to compare runs). Unknown names are an error.
     _C.MODEL.DISTILL.LOSSES = []
@@ -89,6 +89,16 @@ def add_luminet_config(cfg: CN) -> None:
     _C.MODEL.DISTILL.KD.TEMPERATURE = 1.0
     # Weight (>= 0) of loss_kd.
     _C.MODEL.DISTILL.KD.WEIGHT = 1.0
+
+    _C.MODEL.DISTILL.LOGITSTD = CN()
+    # Logit Standardization KD (Sun et al., CVPR 2024): KD on logits standardised per ROI
+    # (over its classes). Temperature T (> 0, the authors' "base temperature"); the loss is
+    # scaled by T^2.
+    _C.MODEL.DISTILL.LOGITSTD.TEMPERATURE = 2.0
+    # Epsilon (> 0) added to each ROI's standard deviation over its classes.
+    _C.MODEL.DISTILL.LOGITSTD.EPS = 1e-7
+    # Weight (>= 0) of loss_logitstd.
+    _C.MODEL.DISTILL.LOGITSTD.WEIGHT = 1.0
 
     _C.MODEL.DISTILL.DKD = CN()
     # Weight (>= 0) of the target-class term TCKD.

@@ -8,6 +8,7 @@ __all__ = [
     "ConfigError",
     "DatasetMissingError",
     "WeightsUnavailableError",
+    "TeacherTooWeakError",
 ]
 
 
@@ -25,3 +26,8 @@ class DatasetMissingError(UserInputError, FileNotFoundError):
 
 class WeightsUnavailableError(UserInputError, FileNotFoundError):
     """Weights that are neither on disk nor downloadable from here."""
+
+
+class TeacherTooWeakError(UserInputError, RuntimeError):
+    """The teacher scores below the required minimum on the validation data: distilling from
+    it would teach the student noise (wrong weights, class order or input format)."""

@@ -38,6 +38,7 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         "| LumiNet |",
         "| KD |",
         "| DKD |",
+        "| logitstd |",
         "| student alone |",
         "| LumiNet+ReviewKD |",
         "| teacher alone |",

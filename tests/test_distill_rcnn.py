@@ -12,7 +12,7 @@ from detectron2.utils.events import EventStorage
 from tiny import batch, distill_cfg, save_teacher, tiny_cfg
 
 from luminet_det import export_student
-from luminet_det.losses import dkd_loss, kd_loss, luminet_loss
+from luminet_det.losses import dkd_loss, kd_loss, logit_std_kd_loss, luminet_loss
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +119,19 @@ def test_losses_match_the_loss_functions_with_weights_and_warmup(teacher_files):
     assert losses["loss_kd"].item() == pytest.approx(0.5 * f * kd_loss(s, t, 1.0).item(), rel=1e-5)
     assert losses["loss_dkd"].item() == pytest.approx(
         2.0 * f * dkd_loss(s, t, y, 1.0, 0.25, 1.0).item(), rel=1e-5
+    )
+    # any registered logit loss is wired the same way
+    cfg.MODEL.DISTILL.LOSSES = ["logitstd"]
+    cfg.MODEL.DISTILL.LOGITSTD.WEIGHT = 1.5
+    other = _build(cfg)
+    other.train()
+    other.roi_heads.box_predictor.register_forward_hook(lambda m, i, o: rec.__setitem__("s", o[0]))
+    other.teacher.roi_heads.box_predictor.register_forward_hook(
+        lambda m, i, o: rec.__setitem__("t", o[0])
+    )
+    value = _train_step(other, batch(), it=4)["loss_logitstd"].item()
+    assert value == pytest.approx(
+        1.5 * f * logit_std_kd_loss(rec["s"], rec["t"], 2.0).item(), rel=1e-5
     )
     # past the warm-up the factor is 1
     assert _train_step(model, batch(), it=25)["loss_kd"].item() == pytest.approx(

@@ -234,3 +234,46 @@ def test_dkd_gradcheck_large_logits_fp16_empty():
 def test_bad_arguments_raise_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_logit_std_kd_loss_by_hand():
+    """Rows standardised over their classes with the unbiased std, then KD at T:
+    s rows [1, 2, 3] -> [-1, 0, 1] and [0, 0, 3] -> [-1, -1, 2] / sqrt(3);
+    t rows [3, 2, 1] -> [1, 0, -1] and [1, 1, 1] -> [0, 0, 0] (zero std: eps keeps it finite)."""
+    import math
+
+    from luminet_det.losses import build_logit_loss, logit_std_kd_loss
+
+    s = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 3.0]])
+    t = torch.tensor([[3.0, 2.0, 1.0], [1.0, 1.0, 1.0]])
+    r3 = math.sqrt(3.0)
+    zs = [[-1.0, 0.0, 1.0], [-1 / r3, -1 / r3, 2 / r3]]
+    zt = [[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]]
+    for T in (1.0, 2.0):
+
+        def softmax(row):
+            e = [math.exp(v / T) for v in row]
+            return [x / sum(e) for x in e]
+
+        kl = [
+            sum(p * (math.log(p) - math.log(q)) for p, q in zip(softmax(a), softmax(b)))
+            for a, b in zip(zt, zs)
+        ]
+        expected = (kl[0] + kl[1]) / 2 * T * T
+        assert logit_std_kd_loss(s, t, T).item() == pytest.approx(expected, rel=1e-5)
+        assert build_logit_loss("logitstd", temperature=T)(s, t).item() == pytest.approx(
+            expected, rel=1e-5
+        )
+    # invariant to a per-row shift and scale of either side (what sets it apart from KD)
+    shifted = logit_std_kd_loss(s * 3 + 7, t * 0.5 - 2, 2.0)
+    assert shifted.item() == pytest.approx(logit_std_kd_loss(s, t, 2.0).item(), rel=1e-5)
+    # identical standardised logits: zero; empty batch: zero and differentiable
+    assert logit_std_kd_loss(s, s * 2 + 1, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    empty = torch.zeros(0, 3, requires_grad=True)
+    out = logit_std_kd_loss(empty, torch.zeros(0, 3))
+    out.backward()
+    assert out.item() == 0.0 and empty.grad.shape == (0, 3)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        logit_std_kd_loss(torch.zeros(2, 1), torch.zeros(2, 1))
+    with pytest.raises(ValueError, match="eps must be a number > 0"):
+        logit_std_kd_loss(s, t, 1.0, eps=0.0)

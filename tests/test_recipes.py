@@ -68,6 +68,25 @@ RECIPES = {
     "CIFAR-100/dkd/res32x4_shuv2.yaml": {"beta": 8.0, "LR": 0.01},
     "CIFAR-100/dkd/res50_mv2.yaml": {"beta": 8.0, "LR": 0.01},
     "CIFAR-100/dkd/wrn40_2_shuv1.yaml": {"beta": 8.0, "LR": 0.01},
+    # --- CIFAR-100 Logit Standardization (sunshangquan/logit-standardization-KD
+    # configs/cifar100/kd/<pair>.yaml run with --logit-stand --base-temp 2 --kd-weight 9;
+    # CE_WEIGHT 0.1: its mdistiller/engine/cfg.py) ------------------------------------------
+    **{
+        f"CIFAR-100/logitstd/{pair}.yaml": {"T": 2.0, "CE": 0.1, "METHOD.WEIGHT": 9.0, "LR": lr}
+        for pair, lr in (
+            ("res56_res20", 0.05),
+            ("res110_res32", 0.05),
+            ("res32x4_res8x4", 0.05),
+            ("vgg13_vgg8", 0.05),
+            ("wrn40_2_wrn16_2", 0.05),
+            ("wrn40_2_wrn40_1", 0.05),
+            ("res32x4_shuv1", 0.01),
+            ("res32x4_shuv2", 0.01),
+            ("wrn40_2_shuv1", 0.01),
+            ("vgg13_mv2", 0.01),
+            ("res50_mv2", 0.01),
+        )
+    },
     # --- ImageNet --------------------------------------------------------------------------
     "ImageNet/r34_r18/luminet.yaml": {  # L configs/imagenet/r34_r18/luminet.yaml
         "alpha": 2,
@@ -142,7 +161,7 @@ def test_config_equals_its_source(rel):
             assert cfg.METHOD.DKD_BETA == expected and cfg.METHOD.DKD_ALPHA == 1.0, rel
         else:
             assert _get(cfg, _SHORT.get(key, key)) == expected, (rel, key)
-    if rel.startswith("CIFAR-100/"):  # every CIFAR distillation recipe ramps over 20 epochs
+    if rel.startswith(("CIFAR-100/luminet/", "CIFAR-100/dkd/")):  # they ramp over 20 epochs
         assert cfg.METHOD.WARMUP_EPOCHS == 20 and cfg.SOLVER.WEIGHT_DECAY == 5e-4, rel
         if "/dkd/" in rel:
             assert cfg.METHOD.TEMPERATURE == 4.0 and cfg.METHOD.CE_WEIGHT == 1.0, rel
@@ -153,7 +172,13 @@ def test_every_paper_row_config_is_in_the_table():
 
     shipped = {
         os.path.relpath(p, os.path.join(ROOT, "configs"))
-        for pattern in ("CIFAR-100/luminet/*", "CIFAR-100/dkd/*", "ImageNet/r34_r18/*")
+        for pattern in (
+            "CIFAR-100/luminet/*",
+            "CIFAR-100/dkd/*",
+            "CIFAR-100/logitstd/*",
+            "ImageNet/r34_r18/*",
+            "ImageNet/r50_mv1/*",
+        )
         for p in glob.glob(os.path.join(ROOT, "configs", pattern))
     }
     assert shipped <= set(RECIPES), shipped - set(RECIPES)

@@ -13,7 +13,7 @@ import sys
 import torch
 from torch.utils.data import DataLoader
 
-from luminet_det.cls.data import NUM_CLASSES, build_dataset
+from luminet_det.cls.data import build_dataset, num_classes
 from luminet_det.cls.models import build_model
 from luminet_det.visualize import calibration_report, confirmation_bias_report
 
@@ -37,7 +37,7 @@ def main(argv=None):
     parser.add_argument("--worst", type=int, default=5, help="the teacher's N worst classes")
     parser.add_argument("--output", required=True, help="path stem of the .md and .png")
     args = parser.parse_args(argv)
-    n = NUM_CLASSES[args.data]
+    n = num_classes(args.data, args.root)
     loader = DataLoader(build_dataset(args.data, args.root, train=False), 256)
     t_arch, t_ckpt = args.teacher.split("=", 1)
     teacher = collect(t_arch, t_ckpt, loader, n)

@@ -48,12 +48,13 @@ def detector_logits(config_file, weights, dataset, images, opts):
 def classifier_logits(arch, weights, data, root, batch):
     from torch.utils.data import DataLoader
 
-    from luminet_det.cls.data import NUM_CLASSES, build_dataset
+    from luminet_det.cls.data import build_dataset, num_classes
     from luminet_det.cls.models import build_model
 
-    model = build_model(arch, NUM_CLASSES[data], weights).eval()
+    classes = num_classes(data, root)
+    model = build_model(arch, classes, weights).eval()
     x, y = next(iter(DataLoader(build_dataset(data, root, train=False), batch, shuffle=False)))
-    return model(x)[0], [str(i) for i in range(NUM_CLASSES[data])], y
+    return model(x)[0], [str(i) for i in range(classes)], y
 
 
 def main(argv=None):

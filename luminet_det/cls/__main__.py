@@ -12,6 +12,9 @@ import json
 import logging
 import sys
 
+from luminet_det.errors import UserInputError
+from luminet_det.runio import UnsafeCheckpointError
+
 from .config import load_config
 from .engine import Trainer, evaluate_checkpoint
 
@@ -33,15 +36,20 @@ def main(argv=None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S"
     )
-    if args.command == "train":
-        cfg = load_config(args.config, args.overrides)
-        result = Trainer(cfg, resume=args.resume, progress=not args.no_progress).train()
-    else:
-        overrides = list(args.overrides)
-        if not any(o.startswith("METHOD.NAME=") for o in overrides):
-            overrides.append("METHOD.NAME=ce")  # evaluation needs no teacher
-        cfg = load_config(args.config, overrides)
-        result = evaluate_checkpoint(cfg, args.checkpoint, args.arch)
+    try:
+        if args.command == "train":
+            cfg = load_config(args.config, args.overrides)
+            result = Trainer(cfg, resume=args.resume, progress=not args.no_progress).train()
+        else:
+            overrides = list(args.overrides)
+            if not any(o.startswith("METHOD.NAME=") for o in overrides):
+                overrides.append("METHOD.NAME=ce")  # evaluation needs no teacher
+            cfg = load_config(args.config, overrides)
+            result = evaluate_checkpoint(cfg, args.checkpoint, args.arch)
+    except (UserInputError, FileNotFoundError, UnsafeCheckpointError) as e:
+        # problems with the user's files or settings: the message says what to fix
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=1))
     return 0
 

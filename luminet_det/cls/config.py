@@ -8,6 +8,7 @@ from typing import Sequence
 
 from fvcore.common.config import CfgNode as CN  # yacs + _BASE_ inheritance
 
+from luminet_det.errors import ConfigError
 from luminet_det.losses import STATS_MODES, logit_loss_names
 
 __all__ = ["get_cfg", "load_config", "loss_kwargs", "METHODS", "LOSS_ARGS"]
@@ -18,6 +19,7 @@ LOSS_ARGS = {
     "kd": {"temperature": "TEMPERATURE"},
     "dkd": {"alpha": "DKD_ALPHA", "beta": "DKD_BETA", "temperature": "TEMPERATURE"},
     "luminet": {"temperature": "TEMPERATURE", "eps": "EPS", "stats": "STATS"},
+    "logitstd": {"temperature": "TEMPERATURE"},  # its eps: the authors' 1e-7
 }
 assert set(LOSS_ARGS) <= set(logit_loss_names()), f"{LOSS_ARGS} vs {logit_loss_names()}"
 #: ce: the student alone (also how teachers are trained); the others distil from MODEL.TEACHER.
@@ -37,6 +39,9 @@ def get_cfg() -> CN:
     # Teacher checkpoint: required by every method except "ce"; a checkpoint written by this
     # module (best.pth / last.pth) or a torchvision state dict for ImageNet models.
     c.MODEL.TEACHER_WEIGHTS = ""
+    # Before distilling, the teacher is evaluated on the validation set and refused below this
+    # top-1 (%): -1 = twice chance level (200 / classes), 0 = no check.
+    c.MODEL.TEACHER_MIN_TOP1 = -1.0
     # Checkpoint files (paths as given in STUDENT_WEIGHTS / TEACHER_WEIGHTS or to `eval
     # --checkpoint`) that may be fully unpickled. Every other file is read as data only
     # (tensors and plain containers): a checkpoint from the internet cannot run code while it
@@ -44,15 +49,20 @@ def get_cfg() -> CN:
     c.MODEL.TRUSTED_CHECKPOINTS = []
 
     c.DATA = CN()
-    # One of "cifar100", "imagenet", "tiny_imagenet", "digits" (built-in, no download).
+    # One of "cifar100", "imagenet", "tiny_imagenet", "digits" (built-in, no download) or
+    # "folder" (your own images: DATA.ROOT/train/<class>/* and DATA.ROOT/val/<class>/*, any
+    # format Pillow reads; the class count is the number of class folders).
     c.DATA.NAME = "cifar100"
     # Folder that holds the dataset (see luminet_det.cls.data.build_dataset for layouts).
     c.DATA.ROOT = "datasets/cifar100"
+    # Input size in pixels; 0 = the dataset's standard size (32 CIFAR-100, 224 ImageNet and
+    # "folder", 64 Tiny-ImageNet, 16 digits).
+    c.DATA.INPUT_SIZE = 0
     # DataLoader worker processes.
     c.DATA.NUM_WORKERS = 2
 
     c.METHOD = CN()
-    # "ce" (student alone), "kd", "dkd" or "luminet".
+    # "ce" (student alone), "kd", "dkd", "luminet" or "logitstd" (Logit Standardization KD).
     c.METHOD.NAME = "luminet"
     # Weight of the cross-entropy with the labels.
     c.METHOD.CE_WEIGHT = 1.0
@@ -110,23 +120,31 @@ def load_config(path: str = "", overrides: Sequence[str] = ()) -> CN:
     pairs = []
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"Overrides are KEY=VALUE, got {item!r} (e.g. SOLVER.EPOCHS=10).")
+            raise ConfigError(f"Overrides are KEY=VALUE, got {item!r} (e.g. SOLVER.EPOCHS=10).")
         key, value = item.split("=", 1)
         pairs += [key, value]
     try:
         cfg.merge_from_list(pairs)
     except (KeyError, AssertionError) as e:
-        raise ValueError(f"{e}. Valid keys: see luminet_det/cls/config.py.") from None
+        raise ConfigError(f"{e}. Valid keys: see luminet_det/cls/config.py.") from None
+    from .data import DATASETS
+
+    if cfg.DATA.NAME not in DATASETS:
+        raise ConfigError(f"DATA.NAME must be one of {list(DATASETS)}, got {cfg.DATA.NAME!r}.")
+    if cfg.DATA.INPUT_SIZE < 0:
+        raise ConfigError(
+            f"DATA.INPUT_SIZE must be >= 0 (0 = standard), got {cfg.DATA.INPUT_SIZE}."
+        )
     if cfg.METHOD.NAME not in METHODS:
-        raise ValueError(f"METHOD.NAME must be one of {list(METHODS)}, got {cfg.METHOD.NAME!r}.")
+        raise ConfigError(f"METHOD.NAME must be one of {list(METHODS)}, got {cfg.METHOD.NAME!r}.")
     if cfg.METHOD.STATS not in STATS_MODES:
-        raise ValueError(
+        raise ConfigError(
             f"METHOD.STATS must be one of {list(STATS_MODES)}, got {cfg.METHOD.STATS!r}."
         )
     if cfg.METHOD.TEMPERATURE <= 0:
-        raise ValueError(f"METHOD.TEMPERATURE must be > 0, got {cfg.METHOD.TEMPERATURE}.")
+        raise ConfigError(f"METHOD.TEMPERATURE must be > 0, got {cfg.METHOD.TEMPERATURE}.")
     if cfg.METHOD.NAME != "ce" and not cfg.MODEL.TEACHER_WEIGHTS:
-        raise ValueError(
+        raise ConfigError(
             f"METHOD.NAME={cfg.METHOD.NAME!r} needs MODEL.TEACHER_WEIGHTS (a trained teacher); "
             "train one with METHOD.NAME=ce first."
         )

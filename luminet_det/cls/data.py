@@ -10,10 +10,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["build_dataset", "DigitsClassification", "DATASETS", "NUM_CLASSES"]
+from luminet_det.errors import ConfigError
+
+__all__ = [
+    "build_dataset",
+    "num_classes",
+    "folder_classes",
+    "DigitsClassification",
+    "DATASETS",
+    "NUM_CLASSES",
+]
 
 NUM_CLASSES = {"cifar100": 100, "imagenet": 1000, "tiny_imagenet": 200, "digits": 10}
-DATASETS = tuple(NUM_CLASSES)
+#: "folder": your own images, DATA.ROOT/{train,val}/<class>/* (classes from the folders)
+DATASETS = tuple(NUM_CLASSES) + ("folder",)
+_DEFAULT_SIZE = {"cifar100": 32, "imagenet": 224, "tiny_imagenet": 64, "digits": 16, "folder": 224}
 _CIFAR_MEAN, _CIFAR_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -58,17 +69,97 @@ def _missing(name: str, where: str, how: str) -> FileNotFoundError:
     return FileNotFoundError(f"{name} not found: expected {where}. {how}")
 
 
-def build_dataset(name: str, root: str, train: bool) -> Dataset:
+def _image_folders(split: str) -> list:
+    return sorted(e.name for e in os.scandir(split) if e.is_dir()) if os.path.isdir(split) else []
+
+
+def folder_classes(root: str) -> list:
+    """The class names of a ``folder`` dataset: the sub-folders of ``root/train``, which must be
+    the same as those of ``root/val``, at least two, none empty.
+
+    Raises:
+        FileNotFoundError: no ``root/train`` or ``root/val``.
+        ValueError: fewer than two classes, different class folders in train and val (both
+            differences named), or class folders without a single image file.
+    """
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    splits = {s: os.path.join(root, s) for s in ("train", "val")}
+    for split, path in splits.items():
+        if not os.path.isdir(path):
+            raise _missing(
+                f"The {split} split of DATA.ROOT",
+                f"one folder per class under {path!r} (e.g. {path}/cat/0001.jpg)",
+                "DATA.NAME 'folder' reads DATA.ROOT/train/<class>/* and DATA.ROOT/val/<class>/*.",
+            )
+    train, val = _image_folders(splits["train"]), _image_folders(splits["val"])
+    if train != val:
+        raise ConfigError(
+            f"The class folders of {splits['train']!r} and {splits['val']!r} differ: only in "
+            f"train {sorted(set(train) - set(val))}, only in val {sorted(set(val) - set(train))}. "
+            "Both splits need the same classes (the class index is the folder's sorted position)."
+        )
+    if len(train) < 2:
+        raise ConfigError(
+            f"{splits['train']!r} has {len(train)} class folder(s) ({train}); classification "
+            "needs at least two, one folder per class."
+        )
+    empty = [
+        f"{split}/{c}"
+        for split, path in splits.items()
+        for c in train
+        if not any(f.lower().endswith(IMG_EXTENSIONS) for f in os.listdir(os.path.join(path, c)))
+    ]
+    if empty:
+        raise ConfigError(
+            f"Class folders without images under {root!r}: {empty[:10]} (image files end in "
+            f"{', '.join(IMG_EXTENSIONS)}). Add images or remove the folders from both splits."
+        )
+    return train
+
+
+def num_classes(name: str, root: str) -> int:
+    """The number of classes of dataset ``name`` (read from the folders for ``folder``)."""
+    if name == "folder":
+        return len(folder_classes(root))
+    if name not in NUM_CLASSES:
+        raise ConfigError(f"Unknown dataset {name!r}; available: {list(DATASETS)}.")
+    return NUM_CLASSES[name]
+
+
+def _checked_loader(path: str):
+    """Pillow's RGB loader with an error that names an unreadable image and the fix."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise ConfigError(
+            f"Could not read image {path!r} ({type(e).__name__}: {e}). The file is corrupt, "
+            "truncated or not an image: replace it or remove it from the folder."
+        ) from None
+
+
+def build_dataset(name: str, root: str, train: bool, size: int = 0) -> Dataset:
     """The train or validation split of ``name`` (one of :data:`DATASETS`) under ``root``.
 
-    Layouts: CIFAR-100 as torchvision writes it (``root/cifar-100-python/``); ImageNet and
-    Tiny-ImageNet as class folders (``root/train/<class>/*.JPEG``, ``root/val/<class>/...``);
-    ``digits`` needs nothing on disk.
+    Layouts: CIFAR-100 as torchvision writes it (``root/cifar-100-python/``); ImageNet,
+    Tiny-ImageNet and ``folder`` as class folders (``root/train/<class>/*``,
+    ``root/val/<class>/...``; for ``folder`` any image format Pillow reads, classes from the
+    folders); ``digits`` needs nothing on disk.
+
+    Args:
+        size (int): input size in pixels; 0 = the dataset's standard size (32 for CIFAR-100,
+            224 for ImageNet and ``folder``, 64 for Tiny-ImageNet, 16 for digits).
     """
     import torchvision.transforms as T
 
+    if name not in DATASETS:
+        raise ConfigError(f"Unknown dataset {name!r}; available: {list(DATASETS)}.")
+    size = size or _DEFAULT_SIZE[name]
     if name == "digits":
-        return DigitsClassification(train)
+        return DigitsClassification(train, size)
     if name == "cifar100":
         from torchvision.datasets import CIFAR100
 
@@ -77,12 +168,19 @@ def build_dataset(name: str, root: str, train: bool) -> Dataset:
                 [
                     T.RandomCrop(32, padding=4),
                     T.RandomHorizontalFlip(),
+                    *([T.Resize(size)] if size != 32 else []),
                     T.ToTensor(),
                     T.Normalize(_CIFAR_MEAN, _CIFAR_STD),
                 ]
             )
             if train
-            else T.Compose([T.ToTensor(), T.Normalize(_CIFAR_MEAN, _CIFAR_STD)])
+            else T.Compose(
+                [
+                    *([T.Resize(size)] if size != 32 else []),
+                    T.ToTensor(),
+                    T.Normalize(_CIFAR_MEAN, _CIFAR_STD),
+                ]
+            )
         )
         try:
             return CIFAR100(root, train=train, download=False, transform=tf)
@@ -94,10 +192,11 @@ def build_dataset(name: str, root: str, train: bool) -> Dataset:
                 f"and unpack it in {root!r} (or call torchvision.datasets.CIFAR100(root, "
                 "download=True) once on a machine with internet).",
             ) from None
-    if name in ("imagenet", "tiny_imagenet"):
+    if name in ("imagenet", "tiny_imagenet", "folder"):
         from torchvision.datasets import ImageFolder
 
-        size = 224 if name == "imagenet" else 64
+        if name == "folder":
+            folder_classes(root)  # checks the folders, with messages that say what to fix
         tf = (
             T.Compose(
                 [
@@ -125,5 +224,4 @@ def build_dataset(name: str, root: str, train: bool) -> Dataset:
                 "Extract the train and val archives into one folder per class (for ImageNet's "
                 "val set, sort the images into class folders with the devkit labels).",
             )
-        return ImageFolder(split, transform=tf)
-    raise ValueError(f"Unknown dataset {name!r}; available: {list(DATASETS)}.")
+        return ImageFolder(split, transform=tf, loader=_checked_loader)

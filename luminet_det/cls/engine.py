@@ -14,13 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from luminet_det.errors import TeacherTooWeakError, WeightsUnavailableError
 from luminet_det.losses import LogitLoss, build_logit_loss
 from luminet_det.metrics import classification_report
 from luminet_det.rng import preserved_rng
 from luminet_det.runio import atomic_save, load_checkpoint
 
 from .config import loss_kwargs
-from .data import NUM_CLASSES, build_dataset
+from .data import build_dataset, num_classes
 from .models import build_model
 
 __all__ = ["Trainer", "evaluate", "evaluate_checkpoint", "distillation_loss"]
@@ -80,25 +81,27 @@ class Trainer:
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.manual_seed(cfg.SEED + self.rank)
-        num_classes = NUM_CLASSES[cfg.DATA.NAME]
-        self.train_set = build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=True)
-        self.val_set = build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=False)
+        classes = num_classes(cfg.DATA.NAME, cfg.DATA.ROOT)
+        data = (cfg.DATA.NAME, cfg.DATA.ROOT)
+        self.train_set = build_dataset(*data, train=True, size=cfg.DATA.INPUT_SIZE)
+        self.val_set = build_dataset(*data, train=False, size=cfg.DATA.INPUT_SIZE)
         trusted = set(cfg.MODEL.TRUSTED_CHECKPOINTS)
         self.student = build_model(
             cfg.MODEL.STUDENT,
-            num_classes,
+            classes,
             cfg.MODEL.STUDENT_WEIGHTS or None,
             trusted=cfg.MODEL.STUDENT_WEIGHTS in trusted,
         )
         self.student.to(self.device)
-        self.distill = distillation_loss(cfg, num_classes)
+        self.distill = distillation_loss(cfg, classes)
         if self.distill is not None:  # a module: e.g. LumiNet's running teacher statistics
             self.distill.to(self.device)
         self.teacher = None
         if self.distill is not None:
+            _check_teacher_file(cfg)
             self.teacher = build_model(
                 cfg.MODEL.TEACHER,
-                num_classes,
+                classes,
                 cfg.MODEL.TEACHER_WEIGHTS,
                 trusted=cfg.MODEL.TEACHER_WEIGHTS in trusted,
             )
@@ -235,6 +238,31 @@ class Trainer:
                 batches.set_postfix(loss=f"{loss.item():.3f}")
         return {k: v / max(n, 1) for k, v in totals.items()}
 
+    def check_teacher(self, metrics_path: str) -> Dict[str, float]:
+        """Evaluate the teacher once on the validation set (every process: the decision must
+        be the same everywhere), print its top-1 and refuse a teacher below
+        ``MODEL.TEACHER_MIN_TOP1`` (-1: twice chance level)."""
+        cfg = self.cfg
+        t = evaluate(self.teacher, self.val_loader, self.device)
+        classes = num_classes(cfg.DATA.NAME, cfg.DATA.ROOT)
+        minimum = cfg.MODEL.TEACHER_MIN_TOP1
+        minimum = 200.0 / classes if minimum < 0 else minimum
+        logger.info(
+            f"teacher {cfg.MODEL.TEACHER} ({cfg.MODEL.TEACHER_WEIGHTS}): top-1 {t['top1']:.2f} "
+            f"on the validation set (minimum {minimum:.2f})"
+        )
+        if self.rank == 0:
+            _append(metrics_path, {"epoch": 0, **{f"teacher_{k}": v for k, v in t.items()}})
+        if t["top1"] < minimum:
+            raise TeacherTooWeakError(
+                f"The teacher {cfg.MODEL.TEACHER} from {cfg.MODEL.TEACHER_WEIGHTS!r} reaches "
+                f"top-1 {t['top1']:.2f} % on the validation set, below {minimum:.2f} % (chance is "
+                f"{100.0 / classes:.2f} %): distilling from it would teach the student noise. "
+                "Check that the weights are those of this architecture and data set (or set "
+                "MODEL.TEACHER_MIN_TOP1=0.0 to skip this check)."
+            )
+        return t
+
     @torch.no_grad()
     def precompute_teacher_stats(self) -> int:
         """``METHOD.STATS "global"`` (the paper's "Ours++"): the teacher's logit statistics over
@@ -273,10 +301,8 @@ class Trainer:
         metrics_path = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
         if self.start_epoch == 1 and self.rank == 0 and os.path.isfile(metrics_path):
             os.remove(metrics_path)  # a new run (not --resume) starts a new metrics file
-        if self.teacher is not None and self.start_epoch == 1 and self.rank == 0:
-            t = evaluate(self.teacher, self.val_loader, self.device)
-            logger.info(f"teacher {cfg.MODEL.TEACHER}: top-1 {t['top1']:.2f}")
-            _append(metrics_path, {"epoch": 0, **{f"teacher_{k}": v for k, v in t.items()}})
+        if self.teacher is not None and self.start_epoch == 1:
+            self.check_teacher(metrics_path)
         self.precompute_teacher_stats()
         start, result = time.time(), {}
         for epoch in range(self.start_epoch, cfg.SOLVER.EPOCHS + 1):
@@ -300,6 +326,33 @@ class Trainer:
         return result
 
 
+#: where the released CIFAR-100 teachers come from (the official LumiNet README points there)
+RELEASE = "https://github.com/megvii-research/mdistiller/releases/tag/checkpoints"
+
+
+def _check_teacher_file(cfg) -> None:
+    """A missing MODEL.TEACHER_WEIGHTS file: say where to get it, or how to train one."""
+    path = cfg.MODEL.TEACHER_WEIGHTS
+    if os.path.isfile(path):
+        return
+    train = (
+        f"python -m luminet_det.cls train --config configs/CIFAR-100/teachers/{cfg.MODEL.TEACHER}"
+        f".yaml, then MODEL.TEACHER_WEIGHTS=output/cls/cifar100/teachers/{cfg.MODEL.TEACHER}/best.pth"
+    )
+    if "cifar_teachers" in path.replace(os.sep, "/"):
+        root = path.replace(os.sep, "/").split("cifar_teachers")[0] or "./"
+        raise WeightsUnavailableError(
+            f"Teacher weights {path!r} not found. The paper's CIFAR-100 teachers are mdistiller's "
+            f"release: download cifar_teachers.tar from {RELEASE} and unpack it in {root!r} "
+            f"(it creates cifar_teachers/<name>_vanilla/ckpt_epoch_240.pth). Or train your own "
+            f"teacher (240 epochs): {train}."
+        )
+    raise WeightsUnavailableError(
+        f"Teacher weights {path!r} not found (MODEL.TEACHER_WEIGHTS). Give the path of a trained "
+        f"teacher, or train one with METHOD.NAME=ce (CIFAR-100: {train})."
+    )
+
+
 def _append(path: str, row: Dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -312,9 +365,10 @@ def evaluate_checkpoint(cfg, checkpoint: str, arch: Optional[str] = None) -> Dic
     state = load_checkpoint(checkpoint, trusted=trusted, opt_in=opt_in)
     arch = arch or (state.get("arch") if isinstance(state, dict) else None) or cfg.MODEL.STUDENT
     device = _device(cfg)
-    model = build_model(arch, NUM_CLASSES[cfg.DATA.NAME], checkpoint, trusted=trusted).to(device)
+    classes = num_classes(cfg.DATA.NAME, cfg.DATA.ROOT)
+    model = build_model(arch, classes, checkpoint, trusted=trusted).to(device)
     loader = DataLoader(
-        build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=False),
+        build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=False, size=cfg.DATA.INPUT_SIZE),
         256,
         num_workers=cfg.DATA.NUM_WORKERS,
     )

@@ -9,16 +9,12 @@ from typing import Dict
 from detectron2.config import CfgNode
 from torch import nn
 
-from ..errors import UserInputError
+from ..errors import TeacherTooWeakError
 from ..rng import preserved_rng
 
 __all__ = ["evaluate_teacher", "TeacherTooWeakError"]
 
 logger = logging.getLogger(__name__)
-
-
-class TeacherTooWeakError(UserInputError, RuntimeError):
-    """The teacher's AP on the test set is below the required minimum."""
 
 
 def evaluate_teacher(cfg: CfgNode, model: nn.Module, min_ap: float = 1.0) -> Dict[str, Dict]:

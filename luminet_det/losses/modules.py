@@ -20,12 +20,13 @@ from typing import Callable, Dict, List, Optional, Type
 import torch
 from torch import nn
 
-from .functional import _check_positive, dkd_loss, kd_loss, luminet_loss
+from .functional import _check_positive, dkd_loss, kd_loss, logit_std_kd_loss, luminet_loss
 from .statistics import STATS_MODES, Moments, RunningMoments, sync_moments
 
 __all__ = [
     "LogitLoss",
     "KDLoss",
+    "LogitStdKDLoss",
     "DKDLoss",
     "LuminetLoss",
     "register_logit_loss",
@@ -132,6 +133,28 @@ class KDLoss(LogitLoss):
 
     def compute(self, student_logits, teacher_logits, targets):
         return kd_loss(student_logits, teacher_logits, self.temperature)
+
+
+@register_logit_loss("logitstd")
+class LogitStdKDLoss(LogitLoss):
+    """KD on logits standardised per row (Sun et al., CVPR 2024),
+    :func:`~luminet_det.losses.logit_std_kd_loss` (scaled by T²).
+
+    Args:
+        temperature (float): T > 0.
+        eps (float): > 0, added to each row's standard deviation.
+    """
+
+    def __init__(
+        self, *, temperature: float = 2.0, eps: float = 1e-7, num_classes: Optional[int] = None
+    ):
+        super().__init__(num_classes=num_classes)
+        _check_positive("temperature", temperature)
+        _check_positive("eps", eps)
+        self.temperature, self.eps = float(temperature), float(eps)
+
+    def compute(self, student_logits, teacher_logits, targets):
+        return logit_std_kd_loss(student_logits, teacher_logits, self.temperature, self.eps)
 
 
 @register_logit_loss("dkd")

@@ -4,17 +4,21 @@ ImageNet models. Every model returns ``(logits, penultimate features)``."""
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Callable, Dict, Optional
 
 import torch
 from torch import nn
 
+from luminet_det.errors import ConfigError
 from luminet_det.runio import load_checkpoint
 
 from .cifar import VGG, CifarResNet, MobileNetV2Cifar, ShuffleNetV1, ShuffleNetV2, WideResNet
 from .mobilenetv1 import MobileNetV1
 
 __all__ = ["build_model", "MODELS", "TorchvisionClassifier"]
+
+logger = logging.getLogger("luminet_det.cls")
 
 
 class TorchvisionClassifier(nn.Module):
@@ -84,25 +88,56 @@ def build_model(
     (:func:`luminet_det.runio.load_checkpoint`); ``trusted`` lets a file that needs full
     unpickling load (``MODEL.TRUSTED_CHECKPOINTS``)."""
     if name not in MODELS:
-        raise ValueError(f"Unknown model {name!r}; available: {sorted(MODELS)}.")
+        raise ConfigError(f"Unknown model {name!r}; available: {sorted(MODELS)}.")
     model = MODELS[name](num_classes=num_classes)
     if weights:
         state = load_checkpoint(
             weights, trusted=trusted, opt_in=f"MODEL.TRUSTED_CHECKPOINTS=['{weights}']"
         )
         state = state.get("model", state) if isinstance(state, dict) else state
-        if isinstance(model, TorchvisionClassifier) and not any(
-            k.startswith(("net.", "head.")) for k in state
-        ):  # a plain torchvision state dict
-            head = "fc." if "fc.weight" in state else "classifier.1."
-            state = {
-                ("head." + k[len(head) :]) if k.startswith(head) else "net." + k: v
-                for k, v in state.items()
-            }
+        state = _to_our_names(state, model, weights)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(
+            raise ConfigError(
                 f"Weights {weights!r} do not fit {name}: missing {missing[:5]}, unexpected "
                 f"{unexpected[:5]}."
             )
     return model
+
+
+def _to_our_names(state: Dict[str, torch.Tensor], model: nn.Module, source: str) -> Dict:
+    """The parameter names of ``model`` for a state dict saved under other names:
+
+    * a plain torchvision state dict (``fc.*`` / ``classifier.1.*``) for the ImageNet models;
+    * the layout of the CRD / mdistiller code that trained the released CIFAR-100 teachers
+      (``cifar_teachers.tar``: ``block1.layer.0.*`` for WRN, ``block0.*`` for VGG, ``layer1.0.
+      shortcut.*`` for ResNet-50, ...). Our modules register the same layers in the same order
+      as that code (``tests/test_cls_upstream.py`` pins this for all 16 CIFAR architectures), so
+      the n-th tensor of its state dict is our n-th tensor. The translation is used only when
+      every position agrees in shape and kind (weight, bias, running_mean, ...).
+
+    Anything else is returned unchanged (``load_state_dict`` then names the keys that differ).
+    """
+    ours = model.state_dict()
+    if set(state) == set(ours):
+        return state
+    if isinstance(model, TorchvisionClassifier) and not any(
+        k.startswith(("net.", "head.")) for k in state
+    ):  # a plain torchvision state dict
+        head = "fc." if "fc.weight" in state else "classifier.1."
+        renamed = {
+            ("head." + k[len(head) :]) if k.startswith(head) else "net." + k: v
+            for k, v in state.items()
+        }
+        if set(renamed) == set(ours):
+            return renamed
+    theirs = list(state.items())
+    if len(theirs) == len(ours) and all(
+        k.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1] and tuple(v.shape) == tuple(ref.shape)
+        for (k, v), (name, ref) in zip(theirs, ours.items())
+    ):
+        logger.info(
+            f"{source}: {len(ours)} tensors in the CRD/mdistiller layout, mapped by position."
+        )
+        return {name: v for name, (_, v) in zip(ours, theirs)}
+    return state

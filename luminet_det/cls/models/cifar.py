@@ -251,7 +251,9 @@ class _ShuffleV1Block(nn.Module):
 
     def forward(self, x):
         out = _channel_shuffle(F.relu(self.bn1(self.conv1(x))), self.groups)
-        out = self.bn3(self.conv3(self.bn2(self.conv2(out))))
+        # a ReLU after the depth-wise convolution, as the CRD / mdistiller block the paper's
+        # ShuffleNetV1 rows were trained with (ShuffleNetv1.py)
+        out = self.bn3(self.conv3(F.relu(self.bn2(self.conv2(out)))))
         if self.stride == 2:
             return F.relu(torch.cat([out, F.avg_pool2d(x, 3, 2, 1)], 1))
         return F.relu(out + x)
