@@ -51,6 +51,17 @@ def write_markdown(path: str, sections: Sequence, elapsed: float) -> None:
         f.write("\n".join(lines))
 
 
+def write_runs(path: str, sections: Sequence) -> None:
+    """The runs behind the tables, for sections that keep them (``run_records``): each with
+    its config, command and final metrics, so any row can be rerun."""
+    import json
+
+    runs = [r for s in sections for r in getattr(s, "run_records", [])]
+    if runs:
+        with open(path, "w") as f:
+            json.dump({"command": " ".join(["python"] + sys.argv), "runs": runs}, f, indent=1)
+
+
 def _bar_color(name: str) -> str:
     if name.startswith("teacher"):
         return "#888888"

@@ -26,6 +26,7 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import luminet_det  # noqa: E402,F401  isort: skip
 from benchmarks import (  # noqa: E402
     classification,
+    cls_paired,
     detection,
     loss_cost,
     report,
@@ -34,13 +35,14 @@ from benchmarks import (  # noqa: E402
 )
 from benchmarks.common import ROOT, log  # noqa: E402
 
-SECTIONS = ["losses", "steps", "memory", "det", "stats", "cls"]
+SECTIONS = ["losses", "steps", "memory", "det", "stats", "cls", "clshard"]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="toy sizes (tests)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--paired-seeds", type=int, default=5, help="hard classification")
     parser.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds")
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results"))
@@ -54,7 +56,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.seeds, args.repeats = 1, 3
+        args.seeds, args.repeats, args.paired_seeds = 1, 3, 2
     run = set(SECTIONS) - set(args.skip)
     start = time.time()
     os.makedirs(args.results, exist_ok=True)
@@ -94,8 +96,11 @@ def main(argv=None):
         sections.append(stats)
     if "cls" in run:
         sections.append(classification.run(args.seeds, args.quick, work))
+    if "clshard" in run:
+        sections.append(cls_paired.run(args.paired_seeds, args.quick, work))
     md = os.path.join(args.results, f"{name}.md")
     report.write_markdown(md, sections, time.time() - start)
+    report.write_runs(os.path.join(args.results, f"{name}.runs.json"), sections)
     report.write_chart(os.path.join(args.results, f"{name}.png"), sections)
     log(f"wrote {md}")
     print(open(md).read())

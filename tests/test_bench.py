@@ -1,6 +1,7 @@
 """benchmarks/run.py --quick keeps the benchmark code working (numbers are not asserted:
 timings belong in benchmarks/results, never in tests)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -32,6 +33,7 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         "built-in detection set",
         "built-in classification set",
         "Where the perception statistics come from",
+        "hard built-in classification set, paired seeds",
     ):
         assert section in md, section
     for row in (
@@ -50,6 +52,9 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     ):
         assert row in md, row
     assert os.path.getsize(tmp_path / "q.png") > 1000
+    runs = json.load(open(tmp_path / "q.runs.json"))["runs"]
+    assert {r["method"] for r in runs} == {"student alone", "KD", "DKD", "logitstd", "LumiNet"}
+    assert all(r["command"].startswith("python -m luminet_det.cls train --config") for r in runs)
 
 
 def test_moment_errors_by_hand():
@@ -69,3 +74,12 @@ def test_moment_errors_by_hand():
     s = 1.5**0.5
     assert mean_err == pytest.approx([1 / s, 1 / s])
     assert std_err == pytest.approx([1.0, (s - 1) / s])
+
+
+def test_paired_interval_by_hand():
+    from benchmarks.cls_paired import paired
+
+    # differences 1, 2, 3: mean 2, sample std 1, t(0.975, 2) = 4.303
+    p = paired([1.0, 2.0, 3.0])
+    assert p["mean"] == 2.0 and p["half"] == pytest.approx(4.303 / 3**0.5)
+    assert paired([0.5])["half"] != paired([0.5])["half"]  # one seed: no interval (nan)

@@ -277,3 +277,36 @@ def test_logit_std_kd_loss_by_hand():
         logit_std_kd_loss(torch.zeros(2, 1), torch.zeros(2, 1))
     with pytest.raises(ValueError, match="eps must be a number > 0"):
         logit_std_kd_loss(s, t, 1.0, eps=0.0)
+
+
+@pytest.mark.parametrize("shape", [(1024, 81), (512, 1000), (3, 5)])
+def test_fused_luminet_equals_the_plain_formula_values_and_gradients(shape):
+    """luminet_loss standardises with one fused operation (batch_norm on batch statistics) for
+    speed; it must equal the plain formula (torch.var_mean perception, KL of log-softmaxes)."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(sum(shape))
+    s = (torch.randn(*shape, generator=g) * 2).requires_grad_(True)
+    t = torch.randn(*shape, generator=g) * 5 + 3
+
+    def plain(x, eps=1e-5):
+        var, mean = torch.var_mean(x, dim=0, unbiased=False)
+        return (x - mean) / torch.sqrt(var + eps)
+
+    T = 4.0
+    ref = (
+        F.kl_div(
+            F.log_softmax(plain(s) / T, 1),
+            F.log_softmax(plain(t) / T, 1),
+            reduction="none",
+            log_target=True,
+        )
+        .sum(1)
+        .mean()
+    )
+    (ref_grad,) = torch.autograd.grad(ref, s)
+    got = luminet_loss(s, t, T)
+    (got_grad,) = torch.autograd.grad(got, s)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6, abs=1e-7)
+    torch.testing.assert_close(got_grad, ref_grad, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(perception(s.detach()), plain(s.detach()), rtol=1e-5, atol=1e-6)

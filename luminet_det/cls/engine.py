@@ -99,12 +99,13 @@ class Trainer:
         self.teacher = None
         if self.distill is not None:
             _check_teacher_file(cfg)
-            self.teacher = build_model(
-                cfg.MODEL.TEACHER,
-                classes,
-                cfg.MODEL.TEACHER_WEIGHTS,
-                trusted=cfg.MODEL.TEACHER_WEIGHTS in trusted,
-            )
+            with preserved_rng():  # so every method draws the same augmentations per seed
+                self.teacher = build_model(
+                    cfg.MODEL.TEACHER,
+                    classes,
+                    cfg.MODEL.TEACHER_WEIGHTS,
+                    trusted=cfg.MODEL.TEACHER_WEIGHTS in trusted,
+                )
             self.teacher.to(self.device).eval().requires_grad_(False)
         self.model = self.student
         if self.world > 1:

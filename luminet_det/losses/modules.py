@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .functional import _check_positive, dkd_loss, kd_loss, logit_std_kd_loss, luminet_loss
-from .statistics import STATS_MODES, Moments, RunningMoments, sync_moments
+from .statistics import STATS_MODES, Moments, RunningMoments, _distributed, sync_moments
 
 __all__ = [
     "LogitLoss",
@@ -263,6 +263,8 @@ class LuminetLoss(LogitLoss):
 
     def compute(self, student_logits, teacher_logits, targets):
         if student_logits.shape[0] == 0 and self.stats not in ("sync", "running"):
+            return luminet_loss(student_logits, teacher_logits, self.temperature, self.eps)
+        if self.stats == "sync" and not _distributed():  # one process: exactly "batch"
             return luminet_loss(student_logits, teacher_logits, self.temperature, self.eps)
         s_m = self._student_moments(student_logits) if self._student_moments else None
         t_m = self._teacher_moments(teacher_logits.detach()) if self._teacher_moments else None

@@ -1,0 +1,133 @@
+"""Paired seeds on the hard built-in classification task (``configs/Digits-Classification-Hard``):
+the student alone, KD, DKD, logitstd and LumiNet, N seeds each. Seed k gives every method the
+same student initialisation, data order and augmentations, so differences can be taken per
+seed: for each method vs LumiNet, the mean paired difference with a 95 % t-interval and the
+number of seeds LumiNet wins. Every run's config, command and final metrics are kept
+(``run_records``, written beside the results), so a reader can rerun any row."""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+from .common import ROOT, log, mean_std
+
+CONFIGS = os.path.join(ROOT, "configs", "Digits-Classification-Hard")
+TEACHER = "teacher_wrn_40_2.yaml"
+FILES = {
+    "student alone": "ce_resnet8.yaml",
+    "KD": "kd_wrn40_2_resnet8.yaml",
+    "DKD": "dkd_wrn40_2_resnet8.yaml",
+    "logitstd": "logitstd_wrn40_2_resnet8.yaml",
+    "LumiNet": "luminet_wrn40_2_resnet8.yaml",
+}
+#: two-sided 95 % quantiles of Student's t by degrees of freedom
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def paired(differences: List[float]) -> Dict[str, float]:
+    """Mean of per-seed differences and the half-width of its 95 % t-interval (nan for fewer
+    than 2 seeds)."""
+    n = len(differences)
+    mean = statistics.mean(differences)
+    if n < 2:
+        return {"mean": mean, "half": float("nan"), "n": n}
+    t = _T95.get(n - 1, 1.96)
+    return {"mean": mean, "half": t * statistics.stdev(differences) / math.sqrt(n), "n": n}
+
+
+@dataclass
+class PairedClassification:
+    """metrics: method -> per seed {"top1", "ece", "fpr95"}; teacher: its metrics;
+    run_records: one per run (method, seed, config, command, metrics)."""
+
+    metrics: Dict[str, List[Dict[str, float]]]
+    teacher: Dict[str, float]
+    run_records: List[Dict] = field(default_factory=list)
+
+    def markdown(self) -> List[str]:
+        seeds = len(next(iter(self.metrics.values())))
+        lines = [
+            "## Accuracy: hard built-in classification set, paired seeds",
+            "",
+            "digits_hard (every image occluded and noised), wrn_40_2 teacher → resnet8, "
+            f"{seeds} seeds; seed k gives every method the same initialisation, data order and "
+            "augmentations. One untuned trial per method (each method's CIFAR-100 recipe).",
+            "",
+            f"Teacher wrn_40_2: top-1 {self.teacher['top1']:.2f} %, ECE {self.teacher['ece']:.2f}.",
+            "",
+            "| model | top-1 (%) | ECE (%) | FPR95 (%) | per seed top-1 |",
+            "|---|---|---|---|---|",
+        ]
+        for name, rows in self.metrics.items():
+            top1 = [r["top1"] for r in rows]
+            lines.append(
+                f"| {name} | {mean_std(top1)} | {mean_std([r['ece'] for r in rows])} | "
+                f"{mean_std([r['fpr95'] for r in rows])} | {', '.join(f'{x:.1f}' for x in top1)} |"
+            )
+        lines += [
+            "",
+            "LumiNet minus each method, per seed (top-1 points): mean, 95 % t-interval, seeds "
+            "where LumiNet is higher.",
+            "",
+            "| vs | mean difference | 95 % interval | LumiNet wins |",
+            "|---|---|---|---|",
+        ]
+        lumi = [r["top1"] for r in self.metrics["LumiNet"]]
+        for name, rows in self.metrics.items():
+            if name == "LumiNet":
+                continue
+            diff = [a - r["top1"] for a, r in zip(lumi, rows)]
+            p = paired(diff)
+            wins = sum(d > 0 for d in diff)
+            lines.append(
+                f"| {name} | {p['mean']:+.2f} | [{p['mean'] - p['half']:+.2f}, "
+                f"{p['mean'] + p['half']:+.2f}] | {wins} of {len(diff)} |"
+            )
+        return lines + [""]
+
+    def chart(self):
+        return "hard classification: top-1 (%)", {
+            k: [r["top1"] for r in v] for k, v in self.metrics.items()
+        }
+
+
+def run(seeds: int, quick: bool, work: str) -> PairedClassification:
+    from luminet_det.cls import Trainer, load_config
+
+    short = ["SOLVER.EPOCHS=1", "SOLVER.LR_STEPS=[1]", "SOLVER.LR=0.005"] if quick else []
+    teacher_dir = os.path.join(work, "cls_hard", "teacher")
+    teacher = os.path.join(teacher_dir, "best.pth")
+    t_overrides = [f"OUTPUT_DIR={teacher_dir}", *short]
+    if not os.path.isfile(teacher):
+        log("hard classification: training the wrn_40_2 teacher")
+        Trainer(load_config(os.path.join(CONFIGS, TEACHER), t_overrides), progress=False).train()
+    from luminet_det.runio import load_checkpoint
+
+    t_metrics = load_checkpoint(teacher)["metrics"]
+    metrics, runs = {}, []
+    for name, file in FILES.items():
+        metrics[name] = []
+        for seed in range(seeds):
+            out = os.path.join(work, "cls_hard", name.replace(" ", "_"), f"seed{seed}")
+            overrides = [f"OUTPUT_DIR={out}", f"SEED={seed}", f"MODEL.TEACHER_WEIGHTS={teacher}"]
+            overrides += short + (["MODEL.TEACHER_MIN_TOP1=0.0"] if quick else [])
+            r = Trainer(load_config(os.path.join(CONFIGS, file), overrides), progress=False).train()
+            row = {k: r[k] for k in ("top1", "ece", "fpr95")}
+            metrics[name].append(row)
+            config = os.path.relpath(os.path.join(CONFIGS, file), ROOT)
+            runs.append(
+                {
+                    "method": name,
+                    "seed": seed,
+                    "config": config,
+                    "command": f"python -m luminet_det.cls train --config {config} "
+                    + " ".join(overrides),
+                    **row,
+                }
+            )
+            log(f"hard classification: {name}, seed {seed}: top-1 {r['top1']:.2f}")
+    return PairedClassification(metrics, t_metrics, runs)
