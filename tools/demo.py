@@ -23,6 +23,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs", "Digits-Detection")
 
 
+#: the demo's three runs, in order
+_CONFIGS = ("teacher_R_50_FPN.yaml", "student_R_18_FPN.yaml", "luminet_R50_R18.yaml")
+
+
 def banner(text):
     print(f"\n==== {text} ====", flush=True)
 
@@ -71,6 +75,18 @@ def main():
     from luminet_det.data import digits_root
     from luminet_det.data.digits import generate_digits_detection, is_generated
     from luminet_det.runio import last_box_ap
+
+    import detectron2
+    import torch
+
+    import luminet_det
+
+    seeds = {name: load_cfg(name).SEED for name in _CONFIGS}
+    print(
+        f"luminet_det {luminet_det.__version__}, detectron2 {detectron2.__version__}, torch "
+        f"{torch.__version__}, {os.cpu_count()} CPU cores; seeds (SEED of each config): {seeds}",
+        flush=True,
+    )
 
     banner("1/5 built-in digits detection set")
     root = digits_root()
