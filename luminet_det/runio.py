@@ -21,6 +21,7 @@ __all__ = [
     "atomic_save",
     "load_checkpoint",
     "UnsafeCheckpointError",
+    "TRUST_PICKLE_HELP",
     "read_metrics",
     "last_box_ap",
 ]
@@ -57,6 +58,13 @@ def atomic_save(obj, path: str) -> None:
     """``torch.save(obj)`` to ``path`` through :func:`atomic_write`."""
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
+
+
+#: the help of the command-line tools' --trust-pickle flag
+TRUST_PICKLE_HELP = (
+    "the checkpoint comes from a source you trust: unpickle it even if it holds more than "
+    "tensors (by default it is read as data only, so it cannot run code)"
+)
 
 
 class UnsafeCheckpointError(RuntimeError):

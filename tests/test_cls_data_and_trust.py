@@ -163,3 +163,19 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     # our own checkpoints are plain data
     torch.save({"model": state, "arch": "resnet8", "metrics": {"top1": 1.0}}, tmp_path / "ok.pth")
     build_model("resnet8", 10, str(tmp_path / "ok.pth"))
+
+
+def test_digits_hard_corrupts_every_image_and_fixes_the_validation_corruption():
+    easy_val = build_dataset("digits", "", train=False)
+    hard_val = build_dataset("digits_hard", "", train=False)
+    hard_train = build_dataset("digits_hard", "", train=True)
+    assert len(hard_val) == len(easy_val) == 360 and len(hard_train) == 1437
+    assert num_classes("digits_hard", "") == 10
+    x0, y0 = hard_val[0]
+    x1, _ = hard_val[0]
+    assert torch.equal(x0, x1) and y0 == easy_val[0][1]  # fixed per validation image
+    assert not torch.equal(x0, easy_val[0][0])  # but corrupted
+    # an occluded square of half the side: a block of the background value before the noise
+    assert (x0 - easy_val[0][0]).abs().mean() > 0.3
+    a, b = hard_train[0][0], hard_train[0][0]
+    assert not torch.equal(a, b)  # training corruptions are drawn anew

@@ -19,7 +19,7 @@ import pickle
 import sys
 
 from luminet_det.convert import convert_torchvision_state_dict
-from luminet_det.runio import load_checkpoint
+from luminet_det.runio import TRUST_PICKLE_HELP, load_checkpoint
 
 
 def main(argv=None):
@@ -31,12 +31,7 @@ def main(argv=None):
     )
     parser.add_argument("--input", help="torchvision checkpoint (.pth); default: download")
     parser.add_argument("--output", required=True, help="detectron2 checkpoint (.pkl)")
-    parser.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="--input comes from a source you trust: unpickle it even if it holds more than "
-        "tensors (by default it is read as data only, so it cannot run code)",
-    )
+    parser.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     args = parser.parse_args(argv)
     if args.input:
         state = load_checkpoint(args.input, trusted=args.trust_pickle, opt_in="--trust-pickle")

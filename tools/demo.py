@@ -72,14 +72,13 @@ def main():
     args = parser.parse_args()
     start = time.time()
 
-    from luminet_det.data import digits_root
-    from luminet_det.data.digits import generate_digits_detection, is_generated
-    from luminet_det.runio import last_box_ap
-
     import detectron2
     import torch
 
     import luminet_det
+    from luminet_det.data import digits_root
+    from luminet_det.data.digits import generate_digits_detection, is_generated
+    from luminet_det.runio import last_box_ap
 
     seeds = {name: load_cfg(name).SEED for name in _CONFIGS}
     print(

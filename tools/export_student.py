@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from luminet_det import export_student, load_config
+from luminet_det.runio import TRUST_PICKLE_HELP
 
 
 def main(argv=None):
@@ -24,12 +25,7 @@ def main(argv=None):
     parser.add_argument("--config-file", required=True, help="the training config")
     parser.add_argument("--checkpoint", required=True, help="e.g. OUTPUT_DIR/model_final.pth")
     parser.add_argument("--output", required=True, help="directory for student.pth/.yaml")
-    parser.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="the checkpoint comes from a source you trust: unpickle it even if it holds more "
-        "than tensors (by default it is read as data only, so it cannot run code)",
-    )
+    parser.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, args.opts)

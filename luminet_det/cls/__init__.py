@@ -1,4 +1,4 @@
-"""luminet_det.cls: classification distillation (CE / KD / DKD / LumiNet) on torchvision.
+"""luminet_det.cls: classification distillation (CE / KD / DKD / logitstd / LumiNet) on torchvision.
 
 Never imports detectron2: it stands on the pure-torch core (:mod:`luminet_det.losses`, whose
 ``build_logit_loss`` builds the detector's losses too, and :mod:`luminet_det.metrics`).

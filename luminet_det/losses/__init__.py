@@ -10,36 +10,18 @@ Imports nothing else of the package and never imports detectron2.
 * :mod:`.statistics` — where LumiNet's column statistics come from (batch / sync / global).
 """
 
-from .functional import dkd_loss, hcl_loss, kd_loss, logit_std_kd_loss, luminet_loss, perception
-from .modules import (
-    DKDLoss,
-    KDLoss,
-    LogitLoss,
-    LogitStdKDLoss,
-    LuminetLoss,
-    build_logit_loss,
-    logit_loss_names,
-    register_logit_loss,
-)
+from . import functional, modules, statistics
+from .functional import *  # noqa: F401,F403  (the names of functional.__all__)
+from .modules import *  # noqa: F401,F403
 from .statistics import STATS_MODES, RunningMoments, batch_moments, sync_moments
 
-__all__ = [
-    "perception",
-    "luminet_loss",
-    "kd_loss",
-    "logit_std_kd_loss",
-    "dkd_loss",
-    "hcl_loss",
-    "LogitLoss",
-    "KDLoss",
-    "LogitStdKDLoss",
-    "DKDLoss",
-    "LuminetLoss",
-    "build_logit_loss",
-    "logit_loss_names",
-    "register_logit_loss",
-    "STATS_MODES",
-    "RunningMoments",
-    "batch_moments",
-    "sync_moments",
-]
+__all__ = (
+    functional.__all__
+    + modules.__all__
+    + [
+        "STATS_MODES",
+        "RunningMoments",
+        "batch_moments",
+        "sync_moments",
+    ]
+)
