@@ -390,3 +390,74 @@ def test_teacher_ensemble_averages_roi_logits_and_stays_frozen(teacher_files, tm
     cfg.MODEL.DISTILL.ENSEMBLE_WEIGHTS = []
     with pytest.raises(ValueError, match="pair up one to one"):
         build_model(cfg)
+
+
+def _mask_cfg(cfg):
+    cfg.MODEL.MASK_ON = True
+    cfg.MODEL.ROI_MASK_HEAD.NAME = "MaskRCNNConvUpsampleHead"
+    cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = 1
+    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 16
+    return cfg
+
+
+def test_mask_rcnn_student_and_teacher_distil_box_logits_and_train_masks(tmp_path):
+    """Mask R-CNN on both sides: the box logits are distilled, the student's mask head trains
+    as usual, and the exported student predicts in stock detectron2 exactly what DistillRCNN
+    predicts (boxes, scores and masks)."""
+    teacher = save_teacher(tmp_path, _mask_cfg(tiny_cfg()))
+    cfg = _mask_cfg(distill_cfg(*teacher, losses=["luminet"]))
+    model = _build(cfg)
+    model.train()
+    losses = _train_step(model, batch(masks=True))
+    assert {"loss_mask", "loss_luminet"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.roi_heads.mask_head.predictor.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.teacher.parameters())
+    ckpt = tmp_path / "run"
+    ckpt.mkdir()
+    DetectionCheckpointer(model, save_dir=str(ckpt)).save("model_final")
+    weights, config = export_student(cfg, str(ckpt / "model_final.pth"), str(tmp_path / "export"))
+    model.eval()
+    cfg.defrost()
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0  # random weights: keep every detection
+    model.roi_heads.box_predictor.test_score_thresh = 0.0
+    inputs = [{"image": x["image"], "height": 64, "width": 64} for x in batch(2, seed=5)]
+    with torch.no_grad():
+        expected = [o["instances"] for o in model(inputs)]
+    plain = build_model(tiny_cfg_from(config))
+    DetectionCheckpointer(plain).load(weights)
+    plain.roi_heads.box_predictor.test_score_thresh = 0.0
+    plain.eval()
+    with torch.no_grad():
+        got = [o["instances"] for o in plain(inputs)]
+    for a, b in zip(expected, got):
+        assert len(a) > 0 and len(a) == len(b)
+        assert torch.equal(a.scores, b.scores) and torch.equal(
+            a.pred_boxes.tensor, b.pred_boxes.tensor
+        )
+        assert torch.equal(a.pred_masks, b.pred_masks)
+
+
+def tiny_cfg_from(path):
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_file(path)
+    assert cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and cfg.MODEL.MASK_ON
+    return cfg
+
+
+def test_cascade_roi_heads_are_refused_naming_what_is_supported(teacher_files, tmp_path):
+    def cascade(cfg):
+        cfg.MODEL.ROI_HEADS.NAME = "CascadeROIHeads"
+        cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = True
+        return cfg
+
+    with pytest.raises(
+        ValueError, match=r"student's ROI heads \(CascadeROIHeads\) have 3 box stages"
+    ):
+        _build(cascade(distill_cfg(*teacher_files)))
+    teacher = save_teacher(tmp_path, cascade(tiny_cfg()), name="cascade")
+    with pytest.raises(ValueError, match=r"teacher's ROI heads .*'StandardROIHeads'"):
+        _build(distill_cfg(*teacher))

@@ -62,6 +62,6 @@ def distill_cfg(teacher_config, teacher_weights, losses=("luminet",), **kwargs):
     return cfg
 
 
-def batch(n=2, size=64, num_classes=3, seed=0):
-    """Random images with two boxes each, as DatasetMapper would give them."""
-    return toy_batch(n, size, num_classes, boxes_per_image=2, seed=seed)
+def batch(n=2, size=64, num_classes=3, seed=0, masks=False):
+    """Random images with two boxes each (and their masks), as DatasetMapper gives them."""
+    return toy_batch(n, size, num_classes, boxes_per_image=2, seed=seed, masks=masks)

@@ -15,15 +15,27 @@ __all__ = ["BOX_BRANCH", "require_box_branch", "box_logits"]
 BOX_BRANCH = ("box_pooler", "box_head", "box_predictor")
 
 
+#: what DistillRCNN supports, for the error messages
+SUPPORTED = (
+    "MODEL.ROI_HEADS.NAME 'StandardROIHeads' (Faster R-CNN, and Mask R-CNN with MODEL.MASK_ON), "
+    "or any ROI heads with one box_pooler / box_head / box_predictor"
+)
+
+
 def require_box_branch(heads: nn.Module, role: str) -> None:
     """Raise ValueError unless ``heads`` (the ``roi_heads`` of the ``role`` detector, "student"
-    or "teacher") have a StandardROIHeads-style box branch."""
+    or "teacher") have one StandardROIHeads-style box branch."""
     missing = [a for a in BOX_BRANCH if not hasattr(heads, a)]
     if missing:
         raise ValueError(
-            f"The {role}'s ROI heads ({type(heads).__name__}) have no {missing}: LumiNet needs a "
-            "StandardROIHeads-style box branch (MODEL.ROI_HEADS.NAME 'StandardROIHeads', a "
-            "Faster R-CNN FPN)."
+            f"The {role}'s ROI heads ({type(heads).__name__}) have no {missing}. DistillRCNN "
+            f"supports {SUPPORTED}."
+        )
+    if isinstance(heads.box_predictor, nn.ModuleList):  # one box branch per stage
+        raise ValueError(
+            f"The {role}'s ROI heads ({type(heads).__name__}) have {len(heads.box_predictor)} "
+            f"box stages (Cascade R-CNN), which DistillRCNN does not distil yet. It supports "
+            f"{SUPPORTED}."
         )
 
 
