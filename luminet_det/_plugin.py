@@ -49,6 +49,10 @@ def silence_known_warnings() -> None:
     warnings.filterwarnings(
         "ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning
     )
+    # detectron2.model_zoo imports pkg_resources (zoo teachers); setuptools is pinned < 81
+    warnings.filterwarnings(
+        "ignore", message=r"pkg_resources is deprecated as an API", category=UserWarning
+    )
     for name, keep in (
         ("torch.fx._symbolic_trace", _not_fx_tracing_notice),
         ("torch.utils.cpp_extension", _not_no_cuda_notice),

@@ -166,6 +166,13 @@ def check_distill_config(cfg: CN) -> None:
             f"MODEL.DISTILL.ENSEMBLE_CONFIGS ({len(d.ENSEMBLE_CONFIGS)} items) and "
             f"ENSEMBLE_WEIGHTS ({len(d.ENSEMBLE_WEIGHTS)} items) must pair up one to one."
         )
+    if cfg.MODEL.ROI_HEADS.NAME == "CascadeROIHeads" and d.LUMINET.STATS in ("global", "running"):
+        if "luminet" in losses:
+            raise ConfigError(
+                f"MODEL.DISTILL.LUMINET.STATS {d.LUMINET.STATS!r} keeps one set of teacher "
+                "statistics, but a Cascade student's stages see different ROIs; use 'batch' or "
+                "'sync' with CascadeROIHeads."
+            )
     if cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES:
         raise ConfigError(
             "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES=True replaces the sampled proposals in place, "

@@ -14,7 +14,12 @@ from luminet_det import load_config
 from luminet_det.modeling.teacher import load_teacher_cfg
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
-COCO = [c for c in CONFIGS if "COCO-Detection" in c and not os.path.basename(c).startswith("Base")]
+COCO = [
+    c
+    for c in CONFIGS
+    if ("COCO-Detection" in c or "COCO-InstanceSegmentation" in c)
+    and not os.path.basename(c).startswith("Base")
+]
 DIGITS = [
     c for c in CONFIGS if "Digits-Detection" in c and not os.path.basename(c).startswith("Base")
 ]
@@ -66,6 +71,11 @@ def test_coco_config_builds_with_paper_schedule(path, tmp_path_factory):
         assert len(model.teacher.backbone.bottom_up.res4) == {101: 23, 50: 6}[depth]
         if "reviewkd" in path:
             assert "reviewkd" in model.feature_losses
+        if "cascade" in path:  # a 3-stage Cascade teacher for a Faster R-CNN student
+            assert len(model.teacher.roi_heads.box_predictor) == 3
+            assert not isinstance(model.roi_heads.box_predictor, torch.nn.ModuleList)
+        if "COCO-InstanceSegmentation" in path:
+            assert model.roi_heads.mask_on and model.teacher.roi_heads.mask_on
 
 
 @pytest.mark.parametrize("path", DIGITS, ids=os.path.basename)

@@ -3,8 +3,8 @@
 Importing this package registers ``DistillRCNN`` in ``META_ARCH_REGISTRY`` and the
 MobileNetV2(-FPN) backbones in ``BACKBONE_REGISTRY``.
 
-* :mod:`.distill_rcnn` — the meta-architecture and its typed seam (StudentRecord,
-  TeacherOutputs);
+* :mod:`.distill_rcnn` — the meta-architecture;
+* :mod:`.records` — its typed seam (StudentRecord with its box Stages, TeacherOutputs);
 * :mod:`.teacher` — building and checking teachers;
 * :mod:`.roi` — the box branch (which heads have one, its logits on given boxes);
 * :mod:`.reviewkd` — ReviewKD's fusion adapters and loss;
@@ -12,15 +12,10 @@ MobileNetV2(-FPN) backbones in ``BACKBONE_REGISTRY``.
 """
 
 from .backbone import MobileNetV2, build_mobilenetv2_backbone, build_mobilenetv2_fpn_backbone
-from .distill_rcnn import (
-    STUDENT_EXCLUDED_PREFIXES,
-    DistillRCNN,
-    StudentRecord,
-    TeacherOutputs,
-    student_state_dict,
-)
+from .distill_rcnn import STUDENT_EXCLUDED_PREFIXES, DistillRCNN, student_state_dict
+from .records import Stage, StudentRecord, TeacherOutputs
 from .reviewkd import ABF, ReviewKD
-from .roi import box_logits, require_box_branch
+from .roi import box_logits, num_box_stages, require_box_branch
 from .teacher import (
     build_teacher,
     build_teachers,

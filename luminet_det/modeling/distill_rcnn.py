@@ -11,30 +11,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
-from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from luminet_det.config import LOGIT_LOSSES, check_distill_config, logit_loss_kwargs
 from luminet_det.losses import LogitLoss, build_logit_loss
 
+from .records import Stage, StudentRecord, TeacherOutputs
 from .reviewkd import ReviewKD
-from .roi import require_box_branch
+from .roi import num_box_stages, require_box_branch
 from .teacher import build_teachers, freeze, run_teacher
 
-__all__ = [
-    "DistillRCNN",
-    "StudentRecord",
-    "TeacherOutputs",
-    "student_state_dict",
-    "STUDENT_EXCLUDED_PREFIXES",
-]
+__all__ = ["DistillRCNN", "student_state_dict", "STUDENT_EXCLUDED_PREFIXES"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,41 +39,6 @@ STUDENT_EXCLUDED_PREFIXES = _TEACHER_PREFIXES + (
     "logit_losses.",
     "logit_loss_modules.",
 )
-
-
-@dataclass
-class StudentRecord:
-    """What the student's training forward hands to distillation.
-
-    Attributes:
-        features (dict[str, Tensor]): the backbone (FPN) outputs, name -> (N, C, H, W).
-        proposals (list[Instances]): per image, the ROIs the ROI heads sampled, with
-            ``proposal_boxes`` and ``gt_classes`` (background = K); R rows in total.
-        logits (Tensor): (R, K+1) the student's box-classification logits on those ROIs.
-    """
-
-    features: Dict[str, torch.Tensor]
-    proposals: List[Instances]
-    logits: torch.Tensor
-
-    @property
-    def gt_classes(self) -> torch.Tensor:
-        """(R,) the matched class of every sampled ROI, background included."""
-        return torch.cat([p.gt_classes for p in self.proposals])
-
-
-@dataclass
-class TeacherOutputs:
-    """What the teachers compute on a student's step.
-
-    Attributes:
-        features (dict[str, Tensor]): the first teacher's backbone (FPN) outputs.
-        logits (Tensor or None): (R, K+1) box logits on the student's sampled ROIs, averaged
-            over the ensemble; None when no logit loss is configured.
-    """
-
-    features: Dict[str, torch.Tensor]
-    logits: Optional[torch.Tensor]
 
 
 def student_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -223,23 +181,30 @@ class DistillRCNN(GeneralizedRCNN):
         assert self.training, "forward_student is the training forward: call model.train()"
         with self._recording() as recorded:
             losses = super().forward(batched_inputs)
-        return losses, StudentRecord(**recorded)
+        stages = [
+            Stage(recorded["proposals"][k], recorded["logits"][k]) for k in range(self._stages)
+        ]
+        return losses, StudentRecord(recorded["features"], stages)
 
     @torch.no_grad()
     def teacher_outputs(
         self, batched_inputs: List[Dict[str, torch.Tensor]], record: StudentRecord
     ) -> TeacherOutputs:
         """The first teacher's backbone features and, when logit losses are configured, the
-        teachers' mean box logits on the student's sampled proposals (``record.proposals``)."""
-        boxes = [p.proposal_boxes for p in record.proposals] if self.logit_losses else None
+        teachers' mean box logits on each of the student's stages' ROIs (see
+        :func:`~luminet_det.modeling.teacher.run_teacher` for which teacher head scores which
+        stage)."""
+        boxes = [stage.boxes for stage in record.stages] if self.logit_losses else None
         outputs = [
             run_teacher(t, self.input_format, batched_inputs, boxes)
             for t in (self.teachers if boxes is not None else [self.teacher])
         ]
         logits = None
         if boxes is not None:
-            logits = torch.stack([out[1] for out in outputs]).mean(0)
-        return TeacherOutputs(features=outputs[0][0], logits=logits)
+            logits = [
+                torch.stack([out[1][k] for out in outputs]).mean(0) for k in range(len(boxes))
+            ]
+        return TeacherOutputs(features=outputs[0][0], stage_logits=logits)
 
     @torch.no_grad()
     def teacher_logits_on_sampled_rois(
@@ -261,9 +226,9 @@ class DistillRCNN(GeneralizedRCNN):
         proposals, _ = self.teacher.proposal_generator(images, features, None)
         targets = [x["instances"].to(self.device) for x in batched_inputs]
         sampled = self.roi_heads.label_and_sample_proposals(proposals, targets)
-        boxes = [p.proposal_boxes for p in sampled]
+        boxes = [[p.proposal_boxes for p in sampled]]  # one stage
         logits = [
-            run_teacher(t, self.input_format, batched_inputs, boxes)[1] for t in self.teachers
+            run_teacher(t, self.input_format, batched_inputs, boxes)[1][0] for t in self.teachers
         ]
         return torch.stack(logits).mean(0)
 
@@ -283,14 +248,20 @@ class DistillRCNN(GeneralizedRCNN):
             storage.put_scalar("distill_warmup_factor", factor)
         terms = {}
         if self.logit_losses:
-            assert record.logits.shape == teacher.logits.shape, (
-                f"student ROI logits {tuple(record.logits.shape)} and teacher ROI logits "
-                f"{tuple(teacher.logits.shape)} do not align"
-            )
-            _check_finite("the teacher's ROI logits", teacher.logits, iteration)
-            gt_classes = record.gt_classes
+            pairs = list(zip(record.stages, teacher.stage_logits))
+            for stage, t_logits in pairs:
+                assert stage.logits.shape == t_logits.shape, (
+                    f"student ROI logits {tuple(stage.logits.shape)} and teacher ROI logits "
+                    f"{tuple(t_logits.shape)} do not align"
+                )
+                _check_finite("the teacher's ROI logits", t_logits, iteration)
             for name, loss in self.logit_losses.items():
-                terms[name] = loss(record.logits, teacher.logits, gt_classes)
+                per_stage = [loss(s.logits, t, s.gt_classes) for s, t in pairs]
+                terms[name] = torch.stack(per_stage).mean()  # one stage: that stage's value
+                if storage is not None and len(per_stage) > 1:
+                    weight = self.loss_weights[name] * factor
+                    for k, value in enumerate(per_stage):
+                        storage.put_scalar(f"loss_{name}_stage{k}", value.detach().item() * weight)
         for name, module in self.feature_losses.items():
             terms[name] = module(record.features, teacher.features)
         return {
@@ -300,30 +271,57 @@ class DistillRCNN(GeneralizedRCNN):
             for name, value in terms.items()
         }
 
+    @property
+    def _stages(self) -> int:
+        return num_box_stages(self.roi_heads)
+
     @contextlib.contextmanager
     def _recording(self) -> Iterator[Dict[str, object]]:
-        """Record, during one student forward, the fields of a :class:`StudentRecord`."""
-        recorded: Dict[str, object] = {}
+        """Record, during one student forward, what a :class:`StudentRecord` holds: the
+        backbone features (a forward hook), the first stage's sampled proposals (the ROI heads
+        return them), each stage's logits (hooks on the box predictors) and, for Cascade heads,
+        the proposals each later stage matched and labelled (the heads'
+        ``_match_and_label_boxes``, wrapped on this instance for the duration)."""
+        heads = self.roi_heads
+        recorded: Dict[str, object] = {"proposals": {}, "logits": {}}
 
-        def keep(key, index=None):
+        def keep(key, index=None, stage=None):
             def hook(module, inputs, output):
-                recorded[key] = output if index is None else output[index]
+                value = output if index is None else output[index]
+                if stage is None:
+                    recorded[key] = value
+                else:
+                    recorded[key][stage] = value
 
             return hook
 
+        predictors = heads.box_predictor if self._stages > 1 else [heads.box_predictor]
         handles = [
             self.backbone.register_forward_hook(keep("features")),
             # StandardROIHeads.forward returns (sampled proposals, losses) in training
-            self.roi_heads.register_forward_hook(keep("proposals", 0)),
-            # FastRCNNOutputLayers returns (class scores (R, K+1), box deltas)
-            self.roi_heads.box_predictor.register_forward_hook(keep("logits", 0)),
+            heads.register_forward_hook(keep("proposals", 0, stage=0)),
         ]
+        # FastRCNNOutputLayers returns (class scores (R, K+1), box deltas)
+        handles += [
+            p.register_forward_hook(keep("logits", 0, stage=k)) for k, p in enumerate(predictors)
+        ]
+        if self._stages > 1:
+            match = heads._match_and_label_boxes
+
+            def labelled(proposals, stage, targets):
+                recorded["proposals"][stage] = out = match(proposals, stage, targets)
+                return out
+
+            heads._match_and_label_boxes = labelled
         try:
             yield recorded
         finally:
             for h in handles:
                 h.remove()
-        assert set(recorded) == {"features", "proposals", "logits"}, f"recorded {set(recorded)}"
+            heads.__dict__.pop("_match_and_label_boxes", None)
+        want = set(range(self._stages))
+        assert set(recorded["logits"]) == set(recorded["proposals"]) == want, f"{recorded.keys()}"
+        assert "features" in recorded, "the backbone's features were not recorded"
 
     def _warmup_factor(self, iteration: Optional[int]) -> float:
         """``min(iteration / warmup_iters, 1)``; 1 without warm-up or outside a trainer."""

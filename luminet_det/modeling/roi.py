@@ -1,54 +1,79 @@
-"""The box branch of a Faster R-CNN: which ROI heads have one, and its logits on given boxes."""
+"""The box branch of a Faster R-CNN: which ROI heads have one (or one per Cascade stage), and
+its logits on given boxes."""
 
 from __future__ import annotations
 
-from typing import Dict, List
+import math
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.modeling import GeneralizedRCNN
 from detectron2.structures import Boxes
 from torch import nn
 
-__all__ = ["BOX_BRANCH", "require_box_branch", "box_logits"]
+__all__ = ["BOX_BRANCH", "SUPPORTED", "require_box_branch", "num_box_stages", "box_logits"]
 
 #: the attributes of a StandardROIHeads-style box branch
 BOX_BRANCH = ("box_pooler", "box_head", "box_predictor")
-
-
 #: what DistillRCNN supports, for the error messages
 SUPPORTED = (
-    "MODEL.ROI_HEADS.NAME 'StandardROIHeads' (Faster R-CNN, and Mask R-CNN with MODEL.MASK_ON), "
-    "or any ROI heads with one box_pooler / box_head / box_predictor"
+    "MODEL.ROI_HEADS.NAME 'StandardROIHeads' (Faster R-CNN, and Mask R-CNN with MODEL.MASK_ON) "
+    "or 'CascadeROIHeads' (Cascade R-CNN), or any ROI heads with a box_pooler and a box_head / "
+    "box_predictor per stage"
 )
+
+
+def num_box_stages(heads: nn.Module) -> int:
+    """1 for a single box branch, the number of stages for Cascade R-CNN's ModuleLists."""
+    predictor = heads.box_predictor
+    return len(predictor) if isinstance(predictor, nn.ModuleList) else 1
 
 
 def require_box_branch(heads: nn.Module, role: str) -> None:
     """Raise ValueError unless ``heads`` (the ``roi_heads`` of the ``role`` detector, "student"
-    or "teacher") have one StandardROIHeads-style box branch."""
+    or "teacher") have a StandardROIHeads-style box branch, or one per Cascade stage."""
     missing = [a for a in BOX_BRANCH if not hasattr(heads, a)]
-    if missing:
+    stacked = [isinstance(getattr(heads, a, None), nn.ModuleList) for a in BOX_BRANCH[1:]]
+    uneven = stacked[0] != stacked[1] or (
+        all(stacked) and len(heads.box_head) != len(heads.box_predictor)
+    )
+    if missing or uneven:
+        what = f"no {missing}" if missing else "box heads and predictors that do not pair up"
         raise ValueError(
-            f"The {role}'s ROI heads ({type(heads).__name__}) have no {missing}. DistillRCNN "
+            f"The {role}'s ROI heads ({type(heads).__name__}) have {what}. DistillRCNN "
             f"supports {SUPPORTED}."
-        )
-    if isinstance(heads.box_predictor, nn.ModuleList):  # one box branch per stage
-        raise ValueError(
-            f"The {role}'s ROI heads ({type(heads).__name__}) have {len(heads.box_predictor)} "
-            f"box stages (Cascade R-CNN), which DistillRCNN does not distil yet. It supports "
-            f"{SUPPORTED}."
         )
 
 
 def box_logits(
-    detector: GeneralizedRCNN, features: Dict[str, torch.Tensor], proposal_boxes: List[Boxes]
+    detector: GeneralizedRCNN,
+    features: Dict[str, torch.Tensor],
+    proposal_boxes: List[Boxes],
+    stage: Optional[int] = None,
 ) -> torch.Tensor:
     """Box-classification logits (R, K+1) of ``detector``'s box head on the given boxes.
 
+    For Cascade R-CNN heads: the head of ``stage``; with ``stage=None``, the stages combined
+    as detectron2's cascade inference combines them (the mean of the stages' softmax
+    probabilities), returned as the log of that mean (log-probabilities: logits whose softmax
+    is the combined distribution). A single box branch ignores ``stage``.
+
     Args:
-        detector (GeneralizedRCNN): a detector with a StandardROIHeads-style box branch.
+        detector (GeneralizedRCNN): a detector with a box branch (see :func:`require_box_branch`).
         features (dict[str, Tensor]): its backbone (FPN) outputs, name -> (N, C, H, W).
         proposal_boxes (list[Boxes]): N lists of boxes, R in total.
+        stage (int, optional): the Cascade stage whose head scores the boxes.
     """
     heads = detector.roi_heads
     box_features = heads.box_pooler([features[f] for f in heads.box_in_features], proposal_boxes)
-    return heads.box_predictor(heads.box_head(box_features))[0]
+    stages = num_box_stages(heads)
+    if stages == 1:
+        return heads.box_predictor(heads.box_head(box_features))[0]
+    if stage is not None:
+        assert 0 <= stage < stages, f"stage {stage} of {stages}"
+        return heads.box_predictor[stage](heads.box_head[stage](box_features))[0]
+    log_probs = [
+        torch.log_softmax(heads.box_predictor[k](heads.box_head[k](box_features))[0], dim=1)
+        for k in range(stages)
+    ]  # log(mean_k p_k) = logsumexp_k(log p_k) - log(stages): finite where a p_k underflows
+    return torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(stages)

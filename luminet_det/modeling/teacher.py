@@ -17,7 +17,7 @@ from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.structures import Boxes
 
 from ..errors import ConfigError, WeightsUnavailableError
-from .roi import box_logits, require_box_branch
+from .roi import box_logits, num_box_stages, require_box_branch
 from .weights import local_weights
 
 __all__ = [
@@ -160,7 +160,8 @@ class _RecordingCheckpointer(DetectionCheckpointer):
 
 def check_teacher_cfg(teacher_cfg: CfgNode, student_cfg: CfgNode, name: str) -> None:
     """Raise ValueError if the teacher ``name`` cannot teach the student: another class count,
-    or an input format that cannot be converted (only RGB <-> BGR can)."""
+    Cascade heads with another number of stages, or an input format that cannot be converted
+    (only RGB <-> BGR can)."""
     t_classes = teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES
     s_classes = student_cfg.MODEL.ROI_HEADS.NUM_CLASSES
     if t_classes != s_classes:
@@ -170,6 +171,16 @@ def check_teacher_cfg(teacher_cfg: CfgNode, student_cfg: CfgNode, name: str) -> 
             "must cover the same classes: use a teacher trained on the student's dataset (or set "
             "MODEL.DISTILL.TEACHER_OPTS ['MODEL.ROI_HEADS.NUM_CLASSES', N] for a teacher "
             "checkpoint with N classes)."
+        )
+    cascade = [c.MODEL.ROI_HEADS.NAME == "CascadeROIHeads" for c in (teacher_cfg, student_cfg)]
+    stages = [len(c.MODEL.ROI_BOX_CASCADE_HEAD.IOUS) for c in (teacher_cfg, student_cfg)]
+    if all(cascade) and stages[0] != stages[1]:
+        raise ConfigError(
+            f"The Cascade teacher ({name}) has {stages[0]} stages and the Cascade student "
+            f"{stages[1]} (MODEL.ROI_BOX_CASCADE_HEAD.IOUS): stage k of the student is distilled "
+            "from stage k of the teacher, so they must have as many. Supported: Cascade -> "
+            "Cascade with as many stages, Cascade -> Faster R-CNN (stages combined), Faster "
+            "R-CNN -> Cascade (one head scores every stage)."
         )
     formats = {teacher_cfg.INPUT.FORMAT, student_cfg.INPUT.FORMAT}
     if len(formats) == 2 and formats != {"RGB", "BGR"}:
@@ -213,14 +224,29 @@ def run_teacher(
     teacher: GeneralizedRCNN,
     student_format: str,
     batched_inputs: List[dict],
-    proposal_boxes: Optional[List[Boxes]],
-) -> Tuple[dict, Optional[torch.Tensor]]:
+    stage_boxes: Optional[List[List[Boxes]]],
+) -> Tuple[dict, Optional[List[torch.Tensor]]]:
     """The teacher's backbone (FPN) features on the student's images (converted to its channel
-    order, normalised with its own pixel statistics) and, if ``proposal_boxes`` are given, its
-    box logits (R, K+1) on them. Call under ``torch.no_grad()``."""
+    order, normalised with its own pixel statistics) and, if ``stage_boxes`` are given (per
+    student box stage, the boxes of each image), its box logits (R_k, K+1) on each stage's
+    boxes. Which teacher head scores student stage k: a single box branch scores every stage;
+    a Cascade teacher scores stage k with its stage-k head when the student has as many
+    stages, and a single-stage student's boxes with its stages combined as cascade inference
+    combines them (see :func:`~luminet_det.modeling.roi.box_logits`). Call under
+    ``torch.no_grad()``."""
     if teacher.input_format != student_format:  # RGB <-> BGR (checked by check_teacher_cfg)
         batched_inputs = [dict(x, image=x["image"].flip(0)) for x in batched_inputs]
     images = teacher.preprocess_image(batched_inputs)
     features = teacher.backbone(images.tensor)
-    logits = None if proposal_boxes is None else box_logits(teacher, features, proposal_boxes)
+    if stage_boxes is None:
+        return features, None
+    teacher_stages, student_stages = num_box_stages(teacher.roi_heads), len(stage_boxes)
+    assert (
+        teacher_stages in (1, student_stages) or student_stages == 1
+    ), f"a {teacher_stages}-stage teacher for a {student_stages}-stage student"
+    cascade_pairs = teacher_stages > 1 and student_stages > 1
+    logits = [
+        box_logits(teacher, features, boxes, stage=k if cascade_pairs else None)
+        for k, boxes in enumerate(stage_boxes)
+    ]
     return features, logits

@@ -1,0 +1,82 @@
+"""What one training step of DistillRCNN passes between its parts: the student's record and
+the teachers' outputs (typed, so that code outside DistillRCNN needs no knowledge of hooks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.structures import Boxes, Instances
+
+__all__ = ["Stage", "StudentRecord", "TeacherOutputs"]
+
+
+@dataclass
+class Stage:
+    """One box stage of the student's training forward (one for Faster R-CNN, one per stage
+    for Cascade R-CNN).
+
+    Attributes:
+        proposals (list[Instances]): per image, the ROIs this stage was trained on, with
+            ``proposal_boxes`` and ``gt_classes`` (background = K); R rows in total.
+        logits (Tensor): (R, K+1) the stage's box-classification logits on those ROIs.
+    """
+
+    proposals: List[Instances]
+    logits: torch.Tensor
+
+    @property
+    def gt_classes(self) -> torch.Tensor:
+        """(R,) the matched class of every ROI, background included."""
+        return torch.cat([p.gt_classes for p in self.proposals])
+
+    @property
+    def boxes(self) -> List[Boxes]:
+        """The ROIs' boxes, one Boxes per image."""
+        return [p.proposal_boxes for p in self.proposals]
+
+
+@dataclass
+class StudentRecord:
+    """What the student's training forward hands to distillation.
+
+    Attributes:
+        features (dict[str, Tensor]): the backbone (FPN) outputs, name -> (N, C, H, W).
+        stages (list[Stage]): the box stages, in order; ``proposals``, ``logits`` and
+            ``gt_classes`` are those of the first.
+    """
+
+    features: Dict[str, torch.Tensor]
+    stages: List[Stage]
+
+    @property
+    def proposals(self) -> List[Instances]:
+        return self.stages[0].proposals
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self.stages[0].logits
+
+    @property
+    def gt_classes(self) -> torch.Tensor:
+        return self.stages[0].gt_classes
+
+
+@dataclass
+class TeacherOutputs:
+    """What the teachers compute on a student's step.
+
+    Attributes:
+        features (dict[str, Tensor]): the first teacher's backbone (FPN) outputs.
+        stage_logits (list[Tensor] or None): per student stage, (R_k, K+1) box logits on that
+            stage's ROIs, averaged over the ensemble; None when no logit loss is configured.
+            ``logits`` is the first.
+    """
+
+    features: Dict[str, torch.Tensor]
+    stage_logits: Optional[List[torch.Tensor]]
+
+    @property
+    def logits(self) -> Optional[torch.Tensor]:
+        return None if self.stage_logits is None else self.stage_logits[0]
