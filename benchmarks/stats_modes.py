@@ -146,7 +146,8 @@ def moment_errors(per_batch: List[torch.Tensor], group: int):
 
 def noise(quick: bool, work: str, per_process: Sequence[int] = (4, 1), images: int = 256) -> Dict:
     """How far per-batch perception statistics are from the data set's. The trained teacher
-    scores the ROIs that a trained LumiNet student (seed 0 of :func:`run`, "batch") samples on
+    scores the ROIs that a trained LumiNet student (seed 0 of :func:`run`, "batch"; untrained in
+    --quick) samples on
     ``images`` training images, as in training. For one process's batch of each size in
     ``per_process`` and the synced batch of two such processes, each class column's mean and
     std are compared with those over all the rows.
@@ -171,9 +172,13 @@ def noise(quick: bool, work: str, per_process: Sequence[int] = (4, 1), images: i
         cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
         cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 64
     model = build_model(cfg)
-    student = os.path.join(work, "stats", "batch_2procs", "seed0", "model_final.pth")
-    if os.path.isfile(student):
-        DetectionCheckpointer(model).load(student)
+    import glob
+
+    trained = sorted(
+        glob.glob(os.path.join(work, "stats", "batch_2procs*", "seed0", "model_final.pth"))
+    )
+    if trained:  # the seed-0 student of the "batch" runs (of whichever batch size ran)
+        DetectionCheckpointer(model).load(trained[0])
     model.train()
     dataset = DatasetCatalog.get(cfg.DATASETS.TRAIN[0])[:images]
     mapper = DatasetMapper(cfg, True)
