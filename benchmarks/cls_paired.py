@@ -100,7 +100,7 @@ def run(seeds: int, quick: bool, work: str) -> PairedClassification:
 
     short = ["SOLVER.EPOCHS=1", "SOLVER.LR_STEPS=[1]", "SOLVER.LR=0.005"] if quick else []
     teacher_dir = os.path.join(work, "cls_hard", "teacher")
-    teacher = os.path.join(teacher_dir, "best.pth")
+    teacher = os.path.relpath(os.path.join(teacher_dir, "best.pth"), ROOT)
     t_overrides = [f"OUTPUT_DIR={teacher_dir}", *short]
     if not os.path.isfile(teacher):
         log("hard classification: training the wrn_40_2 teacher")
@@ -112,7 +112,9 @@ def run(seeds: int, quick: bool, work: str) -> PairedClassification:
     for name, file in FILES.items():
         metrics[name] = []
         for seed in range(seeds):
-            out = os.path.join(work, "cls_hard", name.replace(" ", "_"), f"seed{seed}")
+            out = os.path.relpath(
+                os.path.join(work, "cls_hard", name.replace(" ", "_"), f"seed{seed}"), ROOT
+            )
             overrides = [f"OUTPUT_DIR={out}", f"SEED={seed}", f"MODEL.TEACHER_WEIGHTS={teacher}"]
             overrides += short + (["MODEL.TEACHER_MIN_TOP1=0.0"] if quick else [])
             r = Trainer(load_config(os.path.join(CONFIGS, file), overrides), progress=False).train()
