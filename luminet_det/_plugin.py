@@ -49,6 +49,11 @@ def silence_known_warnings() -> None:
     warnings.filterwarnings(
         "ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning
     )
+    # detectron2's BitMasks from RLE masks (MASK_FORMAT "bitmask") wrap read-only arrays it
+    # never writes to
+    warnings.filterwarnings(
+        "ignore", message=r"The given NumPy array is not writable", category=UserWarning
+    )
     # detectron2.model_zoo imports pkg_resources (zoo teachers); setuptools is pinned < 81
     warnings.filterwarnings(
         "ignore", message=r"pkg_resources is deprecated as an API", category=UserWarning

@@ -85,9 +85,13 @@ def test_digits_config_builds_and_takes_a_training_step(path, tmp_path_factory):
     model.train()
     from tiny import batch
 
-    inputs = batch(2, size=128, num_classes=10)
+    inputs = batch(2, size=128, num_classes=10, masks=cfg.MODEL.MASK_ON)
     with EventStorage(100):
         losses = model(inputs)
+    assert ("loss_mask" in losses) == cfg.MODEL.MASK_ON
+    assert any(k.startswith("loss_cls_stage") for k in losses) == (
+        "cascade" in path and "luminet" not in path
+    )
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()

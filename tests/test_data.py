@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 
+import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from pycocotools.coco import COCO
@@ -50,6 +51,16 @@ def test_generator_writes_valid_coco(small_set):
             assert w > 0 and h > 0 and x >= 0 and y >= 0
             assert x + w <= img["width"] and y + h <= img["height"]
             assert 1 <= ann["category_id"] <= 10
+            # the instance mask: the digit's own pixels, whose tight box is the annotation's
+            mask = coco.annToMask(ann).astype(bool)
+            ys, xs = np.nonzero(mask)
+            assert mask.shape == (img["height"], img["width"]) and 0 < mask.sum() < w * h
+            assert [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()] == [
+                x,
+                y,
+                w,
+                h,
+            ]
         for img in coco.loadImgs(coco.getImgIds()):
             assert os.path.isfile(os.path.join(image_dir, img["file_name"]))
             assert 1 <= len(coco.getAnnIds(imgIds=img["id"])) <= 5
@@ -172,3 +183,28 @@ def test_unreadable_image_error_names_the_file(small_set, tmp_path):
     with pytest.raises(RuntimeError, match=rf"Could not read image .*{first}.*corrupt"):
         mapper(record)
     assert mapper(dicts[1])["image"].shape[0] == 3  # the others still load
+
+
+def test_mask_configs_read_the_generated_masks_and_name_an_old_set_without_them(small_set):
+    from luminet_det import load_config
+    from luminet_det.data import CheckedDatasetMapper
+
+    json_file, image_dir = digits_paths(small_set, "train")
+    dicts = load_coco_detection(json_file, image_dir, "masks_test")
+    cfg = load_config(
+        os.path.join(
+            os.path.dirname(__file__),
+            "..",
+            "configs",
+            "Digits-Detection",
+            "student_mask_R_18_FPN.yaml",
+        )
+    )
+    mapper = CheckedDatasetMapper(cfg, True)
+    inst = mapper(dicts[0])["instances"]
+    assert inst.gt_masks.tensor.shape[0] == len(inst) and inst.gt_masks.tensor.any()
+    old = dict(dicts[0], annotations=[
+        {k: v for k, v in a.items() if k != "segmentation"} for a in dicts[0]["annotations"]
+    ])  # fmt: skip
+    with pytest.raises(RuntimeError, match="without 'segmentation'.*prepare_digits.py"):
+        mapper(old)

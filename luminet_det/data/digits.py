@@ -26,7 +26,9 @@ from ..runio import atomic_write
 __all__ = ["generate_digits_detection", "DIGIT_CLASSES", "digits_paths"]
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
-_VERSION = 2  # bump when the generator's output changes; stored in the JSON "info"
+# bump when the generator's output changes; stored in the JSON "info". 3: instance masks
+# (images, boxes and labels are those of version 2: the masks take no random draws)
+_VERSION = 3
 
 
 def digits_paths(root: str, split: str) -> Tuple[str, str]:
@@ -86,12 +88,14 @@ def _render_image(
     min_digit: int,
     max_digit: int,
     max_objects: int,
-) -> Tuple[np.ndarray, List[Tuple[List[float], int]]]:
+) -> Tuple[np.ndarray, List[Tuple[List[float], int, np.ndarray]]]:
+    """An image and its digits: (box, label, mask) with the digit's own pixels as the mask
+    (size x size, bool) and its tight box."""
     canvas = _background(rng, size)
     img = Image.fromarray(canvas.astype(np.uint8))
     _distractors(rng, img)
     canvas = np.asarray(img, np.float32).copy()
-    placed: List[Tuple[List[float], int]] = []
+    placed: List[Tuple[List[float], int, np.ndarray]] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(20):
             idx = int(rng.integers(len(digits)))
@@ -104,7 +108,7 @@ def _render_image(
             if len(xs) == 0:
                 continue
             box = [x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1.0, y0 + ys.max() + 1.0]
-            if any(_iou(box, other) > 0.2 for other, _ in placed):
+            if any(_iou(box, other) > 0.2 for other, _, _ in placed):
                 continue
             # a colour that stands out from the local background (but not always by much)
             local = canvas[y0 : y0 + h, x0 : x0 + w].mean()
@@ -112,7 +116,9 @@ def _render_image(
             a = alpha[..., None] * rng.uniform(0.75, 1.0)
             region = canvas[y0 : y0 + h, x0 : x0 + w]
             canvas[y0 : y0 + h, x0 : x0 + w] = region * (1 - a) + color * a
-            placed.append(([float(v) for v in box], int(labels[idx])))
+            mask = np.zeros((size, size), dtype=bool)
+            mask[y0 : y0 + h, x0 : x0 + w] = alpha > 0.25
+            placed.append(([float(v) for v in box], int(labels[idx]), mask))
             break
     canvas += rng.normal(0, 4, size=canvas.shape)  # sensor noise over digits too
     return np.clip(canvas, 0, 255).astype(np.uint8), placed
@@ -153,6 +159,7 @@ def generate_digits_detection(
         )
     if max_objects < 1:
         raise ValueError(f"max_objects must be >= 1, got {max_objects}.")
+    from pycocotools import mask as mask_utils
     from sklearn.datasets import load_digits
 
     data = load_digits()
@@ -195,16 +202,19 @@ def generate_digits_detection(
             coco["images"].append(
                 {"id": i + 1, "file_name": file_name, "height": image_size, "width": image_size}
             )
-            for box, label in objects:
+            for box, label, mask in objects:
                 x0, y0, x1, y1 = box
+                rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
                 coco["annotations"].append(
                     {
                         "id": len(coco["annotations"]) + 1,
                         "image_id": i + 1,
                         "category_id": label + 1,
                         "bbox": [x0, y0, x1 - x0, y1 - y0],
-                        "area": (x1 - x0) * (y1 - y0),
+                        "area": (x1 - x0) * (y1 - y0),  # the box's, as in version 2
                         "iscrowd": 0,
+                        # the digit's own pixels, COCO run-length encoding
+                        "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
                     }
                 )
             if progress and (i + 1) % 200 == 0:
