@@ -24,6 +24,8 @@ from .teacher import (
     load_teacher_cfg,
     load_teacher_weights,
     run_teacher,
+    teacher_box_logits,
+    teacher_images,
 )
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]

@@ -25,7 +25,7 @@ from luminet_det.losses import LogitLoss, build_logit_loss
 from .records import Stage, StudentRecord, TeacherOutputs
 from .reviewkd import ReviewKD
 from .roi import num_box_stages, require_box_branch
-from .teacher import build_teachers, freeze, run_teacher
+from .teacher import build_teachers, freeze, run_teacher, teacher_box_logits, teacher_images
 
 __all__ = ["DistillRCNN", "student_state_dict", "STUDENT_EXCLUDED_PREFIXES"]
 
@@ -217,18 +217,17 @@ class DistillRCNN(GeneralizedRCNN):
         The student's ROI sampler picks the rows (BATCH_SIZE_PER_IMAGE per image,
         POSITIVE_FRACTION foreground, ground truth appended), so they mix foreground and
         background as the training rows do. Needs an EventStorage (the sampler logs to it)."""
-        images = self.teacher.preprocess_image(
-            [dict(x, image=x["image"].flip(0)) for x in batched_inputs]
-            if self.teacher.input_format != self.input_format
-            else batched_inputs
-        )
+        images = teacher_images(self.teacher, self.input_format, batched_inputs)
         features = self.teacher.backbone(images.tensor)
         proposals, _ = self.teacher.proposal_generator(images, features, None)
         targets = [x["instances"].to(self.device) for x in batched_inputs]
         sampled = self.roi_heads.label_and_sample_proposals(proposals, targets)
         boxes = [[p.proposal_boxes for p in sampled]]  # one stage
-        logits = [
-            run_teacher(t, self.input_format, batched_inputs, boxes)[1][0] for t in self.teachers
+        # the first teacher's features are at hand; the ensemble's others run in full
+        logits = teacher_box_logits(self.teacher, features, boxes)
+        logits += [
+            run_teacher(t, self.input_format, batched_inputs, boxes)[1][0]
+            for t in self.extra_teachers
         ]
         return torch.stack(logits).mean(0)
 

@@ -28,6 +28,8 @@ __all__ = [
     "load_teacher_weights",
     "freeze",
     "run_teacher",
+    "teacher_images",
+    "teacher_box_logits",
 ]
 
 logger = logging.getLogger(__name__)
@@ -220,33 +222,45 @@ def build_teachers(cfg: CfgNode) -> List[GeneralizedRCNN]:
     return teachers
 
 
+def teacher_images(teacher: GeneralizedRCNN, student_format: str, batched_inputs: List[dict]):
+    """The student's images as the teacher takes them: in its channel order (RGB <-> BGR,
+    checked by :func:`check_teacher_cfg`), normalised with its own pixel statistics, padded
+    (an ImageList)."""
+    if teacher.input_format != student_format:
+        batched_inputs = [dict(x, image=x["image"].flip(0)) for x in batched_inputs]
+    return teacher.preprocess_image(batched_inputs)
+
+
+def teacher_box_logits(
+    teacher: GeneralizedRCNN, features: dict, stage_boxes: List[List[Boxes]]
+) -> List[torch.Tensor]:
+    """The teacher's box logits (R_k, K+1) on each student stage's boxes (``stage_boxes``: per
+    student box stage, the boxes of each image), from its backbone ``features``. Which teacher
+    head scores student stage k: a single box branch scores every stage; a Cascade teacher
+    scores stage k with its stage-k head when the student has as many stages, and a
+    single-stage student's boxes with its stages combined as cascade inference combines them
+    (see :func:`~luminet_det.modeling.roi.box_logits`)."""
+    teacher_stages, student_stages = num_box_stages(teacher.roi_heads), len(stage_boxes)
+    assert (
+        teacher_stages in (1, student_stages) or student_stages == 1
+    ), f"a {teacher_stages}-stage teacher for a {student_stages}-stage student"
+    cascade_pairs = teacher_stages > 1 and student_stages > 1
+    return [
+        box_logits(teacher, features, boxes, stage=k if cascade_pairs else None)
+        for k, boxes in enumerate(stage_boxes)
+    ]
+
+
 def run_teacher(
     teacher: GeneralizedRCNN,
     student_format: str,
     batched_inputs: List[dict],
     stage_boxes: Optional[List[List[Boxes]]],
 ) -> Tuple[dict, Optional[List[torch.Tensor]]]:
-    """The teacher's backbone (FPN) features on the student's images (converted to its channel
-    order, normalised with its own pixel statistics) and, if ``stage_boxes`` are given (per
-    student box stage, the boxes of each image), its box logits (R_k, K+1) on each stage's
-    boxes. Which teacher head scores student stage k: a single box branch scores every stage;
-    a Cascade teacher scores stage k with its stage-k head when the student has as many
-    stages, and a single-stage student's boxes with its stages combined as cascade inference
-    combines them (see :func:`~luminet_det.modeling.roi.box_logits`). Call under
-    ``torch.no_grad()``."""
-    if teacher.input_format != student_format:  # RGB <-> BGR (checked by check_teacher_cfg)
-        batched_inputs = [dict(x, image=x["image"].flip(0)) for x in batched_inputs]
-    images = teacher.preprocess_image(batched_inputs)
-    features = teacher.backbone(images.tensor)
+    """The teacher's backbone (FPN) features on the student's images (:func:`teacher_images`)
+    and, if ``stage_boxes`` are given, its box logits on each student stage's boxes
+    (:func:`teacher_box_logits`). Call under ``torch.no_grad()``."""
+    features = teacher.backbone(teacher_images(teacher, student_format, batched_inputs).tensor)
     if stage_boxes is None:
         return features, None
-    teacher_stages, student_stages = num_box_stages(teacher.roi_heads), len(stage_boxes)
-    assert (
-        teacher_stages in (1, student_stages) or student_stages == 1
-    ), f"a {teacher_stages}-stage teacher for a {student_stages}-stage student"
-    cascade_pairs = teacher_stages > 1 and student_stages > 1
-    logits = [
-        box_logits(teacher, features, boxes, stage=k if cascade_pairs else None)
-        for k, boxes in enumerate(stage_boxes)
-    ]
-    return features, logits
+    return features, teacher_box_logits(teacher, features, stage_boxes)
