@@ -81,7 +81,7 @@ class Trainer:
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.manual_seed(cfg.SEED + self.rank)
-        classes = num_classes(cfg.DATA.NAME, cfg.DATA.ROOT)
+        self.num_classes = classes = num_classes(cfg.DATA.NAME, cfg.DATA.ROOT)
         data = (cfg.DATA.NAME, cfg.DATA.ROOT)
         self.train_set = build_dataset(*data, train=True, size=cfg.DATA.INPUT_SIZE)
         self.val_set = build_dataset(*data, train=False, size=cfg.DATA.INPUT_SIZE)
@@ -245,7 +245,7 @@ class Trainer:
         ``MODEL.TEACHER_MIN_TOP1`` (-1: twice chance level)."""
         cfg = self.cfg
         t = evaluate(self.teacher, self.val_loader, self.device)
-        classes = num_classes(cfg.DATA.NAME, cfg.DATA.ROOT)
+        classes = self.num_classes
         minimum = cfg.MODEL.TEACHER_MIN_TOP1
         minimum = 200.0 / classes if minimum < 0 else minimum
         logger.info(
@@ -290,7 +290,7 @@ class Trainer:
                 logits = (
                     self.teacher(x[0].to(self.device))[0].float()
                     if x is not None
-                    else torch.zeros(0, self.distill.num_classes, device=self.device)
+                    else torch.zeros(0, self.num_classes, device=self.device)
                 )
                 self.distill.accumulate_teacher_stats(logits)  # all-reduced over processes
         rows = int(self.distill.running.count.item())
