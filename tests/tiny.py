@@ -65,3 +65,19 @@ def distill_cfg(teacher_config, teacher_weights, losses=("luminet",), **kwargs):
 def batch(n=2, size=64, num_classes=3, seed=0, masks=False):
     """Random images with two boxes each (and their masks), as DatasetMapper gives them."""
     return toy_batch(n, size, num_classes, boxes_per_image=2, seed=seed, masks=masks)
+
+
+def build(cfg, seed=0):
+    """build_model(cfg) after seeding torch: the same seed, the same random weights."""
+    torch.manual_seed(seed)
+    return build_model(cfg)
+
+
+def train_step(model, inputs, it=0):
+    """One training forward inside an EventStorage at iteration ``it`` (the ROI sampler and
+    RPN sampling draw random numbers: seeded)."""
+    from detectron2.utils.events import EventStorage
+
+    with EventStorage(it):
+        torch.manual_seed(42)
+        return model(inputs)
