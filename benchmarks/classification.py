@@ -6,9 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
-import torch
-
-from .common import ROOT, log, mean_std
+from .common import ROOT, cls_teacher, log, mean_std, train_cls
 
 CONFIGS = os.path.join(ROOT, "configs", "Digits-Classification")
 FILES = {
@@ -44,31 +42,19 @@ class ClassificationAccuracy:
 
 
 def run(seeds: int, quick: bool, work: str) -> ClassificationAccuracy:
-    from luminet_det.cls import Trainer, load_config
-
-    # quick: one epoch at a small LR (a one-epoch teacher gives wild logits), and no minimum
-    # top-1 for that teacher
-    epochs = ["SOLVER.EPOCHS=1", "SOLVER.LR_STEPS=[1]", "SOLVER.LR=0.005"] if quick else []
-    check = ["MODEL.TEACHER_MIN_TOP1=0.0"] if quick else []
-    teacher_dir = os.path.join(work, "cls", "teacher")
-    teacher = os.path.join(teacher_dir, "best.pth")
-    if not os.path.isfile(teacher):
-        log("classification: training the resnet56 teacher")
-        cfg = load_config(
-            os.path.join(CONFIGS, "teacher_resnet56.yaml"), [f"OUTPUT_DIR={teacher_dir}", *epochs]
-        )
-        Trainer(cfg, progress=False).train()
-    t_top1 = torch.load(teacher, weights_only=True)["metrics"]["top1"]
-    results = {"teacher resnet56": [(t_top1, float("nan"))]}
+    teacher, t_metrics = cls_teacher(
+        os.path.join(CONFIGS, "teacher_resnet56.yaml"),
+        os.path.join(work, "cls", "teacher"),
+        quick,
+        "classification",
+    )
+    results = {"teacher resnet56": [(t_metrics["top1"], float("nan"))]}
     for name, file in FILES.items():
         results[name] = []
         for seed in range(seeds):
             out = os.path.join(work, "cls", name.replace(" ", "_"), f"seed{seed}")
             overrides = [f"OUTPUT_DIR={out}", f"SEED={seed}", f"MODEL.TEACHER_WEIGHTS={teacher}"]
-            overrides += check
-            r = Trainer(
-                load_config(os.path.join(CONFIGS, file), overrides + epochs), progress=False
-            ).train()
+            r = train_cls(os.path.join(CONFIGS, file), overrides, quick)
             results[name].append((r["top1"], r["ece"]))
             log(f"classification: {name}, seed {seed}: top-1 {r['top1']:.2f}, ECE {r['ece']:.2f}")
     return ClassificationAccuracy(results)

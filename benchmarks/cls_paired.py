@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List
 
-from .common import ROOT, log, mean_std
+from .common import ROOT, cls_teacher, log, mean_std, quick_cls, train_cls
 
 CONFIGS = os.path.join(ROOT, "configs", "Digits-Classification-Hard")
 TEACHER = "teacher_wrn_40_2.yaml"
@@ -95,39 +95,34 @@ class PairedClassification:
         }
 
 
+def _rel(path: str) -> str:
+    return os.path.relpath(path, ROOT) if os.path.isabs(path) else path
+
+
 def run(seeds: int, quick: bool, work: str) -> PairedClassification:
-    from luminet_det.cls import Trainer, load_config
-
-    short = ["SOLVER.EPOCHS=1", "SOLVER.LR_STEPS=[1]", "SOLVER.LR=0.005"] if quick else []
-    teacher_dir = os.path.join(work, "cls_hard", "teacher")
-    teacher = os.path.relpath(os.path.join(teacher_dir, "best.pth"), ROOT)
-    t_overrides = [f"OUTPUT_DIR={teacher_dir}", *short]
-    if not os.path.isfile(teacher):
-        log("hard classification: training the wrn_40_2 teacher")
-        Trainer(load_config(os.path.join(CONFIGS, TEACHER), t_overrides), progress=False).train()
-    from luminet_det.runio import load_checkpoint
-
-    t_metrics = load_checkpoint(teacher)["metrics"]
+    teacher, t_metrics = cls_teacher(
+        os.path.join(CONFIGS, TEACHER), os.path.join(work, "cls_hard", "teacher"), quick, "hard"
+    )
     metrics, runs = {}, []
     for name, file in FILES.items():
         metrics[name] = []
         for seed in range(seeds):
-            out = os.path.relpath(
-                os.path.join(work, "cls_hard", name.replace(" ", "_"), f"seed{seed}"), ROOT
-            )
+            out = os.path.join(work, "cls_hard", name.replace(" ", "_"), f"seed{seed}")
             overrides = [f"OUTPUT_DIR={out}", f"SEED={seed}", f"MODEL.TEACHER_WEIGHTS={teacher}"]
-            overrides += short + (["MODEL.TEACHER_MIN_TOP1=0.0"] if quick else [])
-            r = Trainer(load_config(os.path.join(CONFIGS, file), overrides), progress=False).train()
+            config = os.path.join(CONFIGS, file)
+            r = train_cls(config, overrides, quick)
             row = {k: r[k] for k in ("top1", "ece", "fpr95")}
             metrics[name].append(row)
-            config = os.path.relpath(os.path.join(CONFIGS, file), ROOT)
+            # the command as it runs from the repository (paths relative to it)
+            args = [f"{k}={_rel(v)}" for k, v in (o.split("=", 1) for o in overrides)]
+            args += quick_cls(quick)
             runs.append(
                 {
                     "method": name,
                     "seed": seed,
-                    "config": config,
-                    "command": f"python -m luminet_det.cls train --config {config} "
-                    + " ".join(overrides),
+                    "config": _rel(config),
+                    "command": f"python -m luminet_det.cls train --config {_rel(config)} "
+                    + " ".join(args),
                     **row,
                 }
             )

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -186,3 +186,37 @@ def train_detector(
     ap = final_ap(out)
     log(f"  AP {ap:.2f} ({time.time() - t0:.0f} s)")
     return ap
+
+
+def quick_cls(quick: bool) -> List[str]:
+    """luminet_det.cls overrides of --quick runs: one epoch at a small LR (a one-epoch teacher
+    gives wild logits), and no minimum top-1 for such a teacher."""
+    if not quick:
+        return []
+    return [
+        "SOLVER.EPOCHS=1",
+        "SOLVER.LR_STEPS=[1]",
+        "SOLVER.LR=0.005",
+        "MODEL.TEACHER_MIN_TOP1=0.0",
+    ]
+
+
+def train_cls(config: str, overrides: Sequence[str], quick: bool) -> Dict[str, float]:
+    """Train one luminet_det.cls run (``config`` with ``overrides``) and return its final
+    validation metrics."""
+    from luminet_det.cls import Trainer, load_config
+
+    cfg = load_config(config, list(overrides) + quick_cls(quick))
+    return Trainer(cfg, progress=False).train()
+
+
+def cls_teacher(config: str, out_dir: str, quick: bool, label: str) -> Tuple[str, Dict]:
+    """(best.pth, its validation metrics) of the classification teacher ``config`` trained into
+    ``out_dir``; trained first if absent (a finished teacher is reused)."""
+    from luminet_det.runio import load_checkpoint
+
+    best = os.path.join(out_dir, "best.pth")
+    if not os.path.isfile(best):
+        log(f"{label}: training the teacher ({os.path.basename(config)})")
+        train_cls(config, [f"OUTPUT_DIR={out_dir}"], quick)
+    return best, load_checkpoint(best)["metrics"]
