@@ -7,13 +7,11 @@ number of seeds LumiNet wins. Every run's config, command and final metrics are 
 
 from __future__ import annotations
 
-import math
 import os
-import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List
 
-from .common import ROOT, cls_teacher, log, mean_std, quick_cls, train_cls
+from .common import ROOT, cls_teacher, log, mean_std, paired_lines, quick_cls, train_cls
 
 CONFIGS = os.path.join(ROOT, "configs", "Digits-Classification-Hard")
 TEACHER = "teacher_wrn_40_2.yaml"
@@ -24,19 +22,6 @@ FILES = {
     "logitstd": "logitstd_wrn40_2_resnet8.yaml",
     "LumiNet": "luminet_wrn40_2_resnet8.yaml",
 }
-#: two-sided 95 % quantiles of Student's t by degrees of freedom
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-def paired(differences: List[float]) -> Dict[str, float]:
-    """Mean of per-seed differences and the half-width of its 95 % t-interval (nan for fewer
-    than 2 seeds)."""
-    n = len(differences)
-    mean = statistics.mean(differences)
-    if n < 2:
-        return {"mean": mean, "half": float("nan"), "n": n}
-    t = _T95.get(n - 1, 1.96)
-    return {"mean": mean, "half": t * statistics.stdev(differences) / math.sqrt(n), "n": n}
 
 
 @dataclass
@@ -68,26 +53,9 @@ class PairedClassification:
                 f"| {name} | {mean_std(top1)} | {mean_std([r['ece'] for r in rows])} | "
                 f"{mean_std([r['fpr95'] for r in rows])} | {', '.join(f'{x:.1f}' for x in top1)} |"
             )
-        lines += [
-            "",
-            "LumiNet minus each method, per seed (top-1 points): mean, 95 % t-interval, seeds "
-            "where LumiNet is higher.",
-            "",
-            "| vs | mean difference | 95 % interval | LumiNet wins |",
-            "|---|---|---|---|",
-        ]
-        lumi = [r["top1"] for r in self.metrics["LumiNet"]]
-        for name, rows in self.metrics.items():
-            if name == "LumiNet":
-                continue
-            diff = [a - r["top1"] for a, r in zip(lumi, rows)]
-            p = paired(diff)
-            wins = sum(d > 0 for d in diff)
-            lines.append(
-                f"| {name} | {p['mean']:+.2f} | [{p['mean'] - p['half']:+.2f}, "
-                f"{p['mean'] + p['half']:+.2f}] | {wins} of {len(diff)} |"
-            )
-        return lines + [""]
+        lines.append("")
+        top1 = {name: [r["top1"] for r in rows] for name, rows in self.metrics.items()}
+        return lines + paired_lines(top1, "LumiNet", "top-1 points")
 
     def chart(self):
         return "hard classification: top-1 (%)", {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import subprocess
@@ -67,6 +68,44 @@ def summary(values: Sequence[float]) -> Dict[str, float]:
     values = sorted(values)
     q = statistics.quantiles(values, n=4) if len(values) >= 2 else [values[0]] * 3
     return {"median": statistics.median(values), "q1": q[0], "q3": q[2], "n": len(values)}
+
+
+#: two-sided 95 % quantiles of Student's t by degrees of freedom
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def paired(differences: List[float]) -> Dict[str, float]:
+    """Mean of per-seed differences and the half-width of its 95 % t-interval (nan for fewer
+    than 2 seeds)."""
+    n = len(differences)
+    mean = statistics.mean(differences)
+    if n < 2:
+        return {"mean": mean, "half": float("nan"), "n": n}
+    t = _T95.get(n - 1, 1.96)
+    return {"mean": mean, "half": t * statistics.stdev(differences) / math.sqrt(n), "n": n}
+
+
+def paired_lines(values: Dict[str, List[float]], reference: str, what: str) -> List[str]:
+    """Markdown: ``reference`` minus every other method, per seed (seed k of each list is the
+    same seed): mean, 95 % t-interval, seeds where ``reference`` is higher."""
+    lines = [
+        f"{reference} minus each method, per seed ({what}): mean, 95 % t-interval, seeds where "
+        f"{reference} is higher.",
+        "",
+        f"| vs | mean difference | 95 % interval | {reference} wins |",
+        "|---|---|---|---|",
+    ]
+    for name, vals in values.items():
+        if name == reference:
+            continue
+        diff = [a - b for a, b in zip(values[reference], vals)]
+        p = paired(diff)
+        wins = sum(d > 0 for d in diff)
+        lines.append(
+            f"| {name} | {p['mean']:+.2f} | [{p['mean'] - p['half']:+.2f}, "
+            f"{p['mean'] + p['half']:+.2f}] | {wins} of {len(diff)} |"
+        )
+    return lines + [""]
 
 
 def fmt(s: Dict[str, float], scale: float = 1.0, digits: int = 2) -> str:
@@ -154,6 +193,26 @@ def detection_teacher(quick: bool, work: str, env: Optional[dict]):
     return TEACHER_FINAL, final_ap(os.path.dirname(TEACHER_FINAL))
 
 
+def detector_command(
+    config: str,
+    out: str,
+    seed: int,
+    teacher: Optional[str],
+    quick: bool,
+    extra: Sequence[str] = (),
+    procs: int = 1,
+) -> List[str]:
+    """The tools/train_net.py command of one run of ``config`` (in configs/Digits-Detection/)."""
+    cmd = [sys.executable, "tools/train_net.py", "--config-file", os.path.join(DIGITS, config)]
+    # a free port: detectron2's default is fixed per user, so two runs at once would clash
+    cmd += ["--num-gpus", str(procs), "--dist-url", "auto"] if procs > 1 else []
+    cmd += ["SEED", str(seed), "OUTPUT_DIR", out, "DATALOADER.NUM_WORKERS", "1"]
+    cmd += [x for kv in QUICK_DET.items() for x in kv] if quick else []
+    if teacher is not None:
+        cmd += ["MODEL.DISTILL.TEACHER_WEIGHTS", teacher]
+    return cmd + list(extra)
+
+
 def train_detector(
     label: str,
     config: str,
@@ -165,19 +224,13 @@ def train_detector(
     extra: Sequence[str] = (),
     procs: int = 1,
 ) -> float:
-    """Train one detector with tools/train_net.py (``procs`` processes) and return its final
-    box AP; a finished run in ``out`` is reused."""
+    """Train one detector with tools/train_net.py (``procs`` processes; the command of
+    :func:`detector_command`) and return its final box AP; a finished run in ``out`` is
+    reused."""
     if not quick and finished(out):
         log(f"{label}, seed {seed}: cached run, AP {final_ap(out):.2f}")
         return final_ap(out)
-    cmd = [sys.executable, "tools/train_net.py", "--config-file", os.path.join(DIGITS, config)]
-    # a free port: detectron2's default is fixed per user, so two runs at once would clash
-    cmd += ["--num-gpus", str(procs), "--dist-url", "auto"] if procs > 1 else []
-    cmd += ["SEED", str(seed), "OUTPUT_DIR", out, "DATALOADER.NUM_WORKERS", "1"]
-    cmd += [x for kv in QUICK_DET.items() for x in kv] if quick else []
-    if teacher is not None:
-        cmd += ["MODEL.DISTILL.TEACHER_WEIGHTS", teacher]
-    cmd += list(extra)
+    cmd = detector_command(config, out, seed, teacher, quick, extra, procs)
     log(f"{label}, seed {seed}")
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)

@@ -3,10 +3,12 @@
 
 Cost (CPU, one fixed batch, interleaved repeats; ratios computed per round, summarised by
 median and inter-quartile range): the losses alone; one DistillRCNN training step per method
-and the teacher's share; the peak memory that 3 steps add. Accuracy: the built-in detection
-set (teacher and every method, N seeds, through tools/train_net.py), LumiNet's STATS modes in
-2 processes, the built-in classification set. Every method gets the same hyper-parameter
-budget: one trial, the shipped config, never tuned on the validation set.
+and the teacher's share; the peak memory that 3 steps add. Accuracy, through
+tools/train_net.py: the built-in detection set with paired seeds for the paper's Faster R-CNN
+pair (every method; `det`), Mask R-CNN (`mask`), a Cascade teacher for a Faster R-CNN student
+(`cascade`) and RetinaNet (`retinanet`); LumiNet's STATS modes in 2 processes; the built-in
+classification sets. Every method gets the same hyper-parameter budget: one trial, the
+shipped config, never tuned on the validation set.
 
 Results go to benchmarks/results/<name>.md and <name>.png. `--quick` runs everything at toy
 sizes (used by the tests).
@@ -27,7 +29,7 @@ import luminet_det  # noqa: E402,F401  isort: skip
 from benchmarks import (  # noqa: E402
     classification,
     cls_paired,
-    detection,
+    det_paired,
     loss_cost,
     report,
     stats_modes,
@@ -35,16 +37,18 @@ from benchmarks import (  # noqa: E402
 )
 from benchmarks.common import ROOT, log  # noqa: E402
 
-SECTIONS = ["losses", "steps", "memory", "det", "stats", "cls", "clshard"]
+DETECTION = list(det_paired.GROUPS)  # det, mask, cascade, retinanet
+SECTIONS = ["losses", "steps", "memory", *DETECTION, "stats", "cls", "clshard"]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="toy sizes (tests)")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--paired-seeds", type=int, default=5, help="hard classification")
+    parser.add_argument("--seeds", type=int, default=3, help="mask, cascade, retinanet, stats, cls")
+    parser.add_argument("--paired-seeds", type=int, default=5, help="det and clshard")
     parser.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds")
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
+    parser.add_argument("--only", nargs="*", default=None, choices=SECTIONS, help="run these")
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results"))
     parser.add_argument("--name", default=None, help="results file stem (default: date)")
     parser.add_argument(
@@ -57,7 +61,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.repeats, args.paired_seeds = 1, 3, 2
-    run = set(SECTIONS) - set(args.skip)
+    run = set(SECTIONS if args.only is None else args.only) - set(args.skip)
     start = time.time()
     os.makedirs(args.results, exist_ok=True)
     name = args.name or ("quick" if args.quick else datetime.date.today().isoformat())
@@ -71,7 +75,7 @@ def main(argv=None):
         generate_digits_detection(os.path.join(work, "digits_det"), num_train=8, num_val=4)
         # for the training subprocesses and for what runs here (stats_modes.noise)
         os.environ["DETECTRON2_DATASETS"] = env["DETECTRON2_DATASETS"] = work
-    elif not is_generated(digits_root()) and run & {"det", "stats"}:
+    elif not is_generated(digits_root()) and run & {*DETECTION, "stats"}:
         log(f"generating the built-in detection set in {digits_root()}")
         generate_digits_detection(digits_root(), progress=True)
 
@@ -85,8 +89,9 @@ def main(argv=None):
         if "memory" in run:
             log("peak memory per configuration")
             sections[-1].memory = step_cost.measure_memory(args.quick, work)
-    if "det" in run:
-        sections.append(detection.run(args.seeds, args.quick, work, env))
+    for key in det_paired.sections(run):
+        seeds = args.paired_seeds if key == "det" and not args.quick else args.seeds
+        sections.append(det_paired.run(det_paired.GROUPS[key], seeds, args.quick, work, env))
     if "stats" in run:
         batches = [2 * n for n in args.stats_images]  # 2 processes
         stats = stats_modes.run(args.seeds, args.quick, work, env, global_batches=batches)

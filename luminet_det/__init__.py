@@ -1,7 +1,7 @@
 """luminet_det: LumiNet distillation for Detectron2 detectors, and for torchvision classifiers.
 
-``import luminet_det`` registers the plugin in detectron2: ``DistillRCNN``
-(META_ARCH_REGISTRY), the MobileNetV2(-FPN) backbones (BACKBONE_REGISTRY) and the built-in
+``import luminet_det`` registers the plugin in detectron2: ``DistillRCNN`` and
+``DistillRetinaNet`` (META_ARCH_REGISTRY), the MobileNetV2(-FPN) backbones (BACKBONE_REGISTRY) and the built-in
 digits datasets (DatasetCatalog / MetadataCatalog). It does so when detectron2 is imported
 (at once if it already is), so that ``luminet_det.cls`` and the pure-torch core
 (``luminet_det.losses``, ``luminet_det.metrics``) never import detectron2.
@@ -24,6 +24,7 @@ _LAZY = {
     "resolve_teacher_config_path": "config",
     "export_student": "export",
     "DistillRCNN": "modeling",
+    "DistillRetinaNet": "modeling",
     "ReviewKD": "modeling",
     "build_mobilenetv2_fpn_backbone": "modeling",
     "build_logit_loss": "losses",

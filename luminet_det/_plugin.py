@@ -18,6 +18,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import logging
+import os
 import sys
 import warnings
 
@@ -35,6 +36,17 @@ def _not_no_cuda_notice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("No CUDA runtime is found")
 
 
+def _not_zoo_unsafe_load_notice(record: logging.LogRecord) -> bool:
+    # fvcore's notice for detectron2's own model-zoo configs (Base-RetinaNet.yaml, the base of
+    # the RetinaNet zoo teachers, has a python tag); a notice about any other file is kept
+    msg = record.getMessage()
+    return not (
+        msg.startswith("Loading config ")
+        and "with yaml.unsafe_load" in msg
+        and "/detectron2/model_zoo/configs/" in msg.replace(os.sep, "/")
+    )
+
+
 def silence_known_warnings() -> None:
     """Hide what detectron2 makes torch print under torch 2.14 that is known to be harmless,
     and nothing else: the FutureWarnings of ``torch.jit.script`` at import (detectron2 and
@@ -42,7 +54,8 @@ def silence_known_warnings() -> None:
     generator; its default is the behaviour detectron2 relies on), torch.fx's ``is_fx_tracing``
     notice (detectron2 calls it in every forward), and torch's "No CUDA runtime is found" notice
     when detectron2 imports torch.utils.cpp_extension on a machine without CUDA (the "No CUDA
-    device" warning of tools/train_net.py says that once, in our words)."""
+    device" warning of tools/train_net.py says that once, in our words), and fvcore's
+    "yaml.unsafe_load" notice for the configs of detectron2's own model zoo (RetinaNet's)."""
     warnings.filterwarnings(
         "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
     )
@@ -61,6 +74,7 @@ def silence_known_warnings() -> None:
     for name, keep in (
         ("torch.fx._symbolic_trace", _not_fx_tracing_notice),
         ("torch.utils.cpp_extension", _not_no_cuda_notice),
+        ("fvcore.common.config", _not_zoo_unsafe_load_notice),
     ):
         log = logging.getLogger(name)
         if keep not in log.filters:
@@ -79,8 +93,8 @@ def _register(config_complete: bool = False) -> None:
         _pending = True
         return
     _pending = False
-    # imported for their side effects: registering DistillRCNN and the MobileNetV2 backbones in
-    # detectron2's registries, and the built-in datasets in its catalogs
+    # imported for their side effects: registering DistillRCNN, DistillRetinaNet and the
+    # MobileNetV2 backbones in detectron2's registries, and the built-in datasets in its catalogs
     importlib.import_module("luminet_det.modeling")
     importlib.import_module("luminet_det.data")
 

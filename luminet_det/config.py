@@ -19,6 +19,12 @@ __all__ = [
     "logit_loss_kwargs",
     "LOGIT_LOSSES",
     "FEATURE_LOSSES",
+    "DENSE_LOGIT_LOSSES",
+    "DENSE_ANCHORS",
+    "TEACHER_ARCHITECTURE",
+    "num_classes_key",
+    "get_num_classes",
+    "set_num_classes",
 ]
 
 #: Logit distillation losses computed on the student's sampled ROIs, built by name with
@@ -26,6 +32,35 @@ __all__ = [
 LOGIT_LOSSES = ("luminet", "kd", "dkd", "logitstd")
 #: Feature distillation losses computed on the FPN levels.
 FEATURE_LOSSES = ("reviewkd",)
+#: Logit losses of one-stage (RetinaNet) students: per-anchor sigmoid variants, registered as
+#: "<name>_sigmoid" (luminet_det/losses/dense.py); DKD and logitstd are softmax-only.
+DENSE_LOGIT_LOSSES = ("luminet", "kd")
+#: MODEL.DISTILL.DENSE.ANCHORS values: which anchors of a one-stage head are distilled.
+DENSE_ANCHORS = ("valid", "foreground")
+#: student META_ARCHITECTURE -> the META_ARCHITECTURE its teachers must have
+TEACHER_ARCHITECTURE = {"DistillRCNN": "GeneralizedRCNN", "DistillRetinaNet": "RetinaNet"}
+_ONE_STAGE = ("RetinaNet", "DistillRetinaNet")
+
+
+def num_classes_key(cfg: CN) -> str:
+    """The config key holding a detector's class count: MODEL.RETINANET.NUM_CLASSES for
+    (Distill)RetinaNet, MODEL.ROI_HEADS.NUM_CLASSES otherwise."""
+    if cfg.MODEL.META_ARCHITECTURE in _ONE_STAGE:
+        return "MODEL.RETINANET.NUM_CLASSES"
+    return "MODEL.ROI_HEADS.NUM_CLASSES"
+
+
+def get_num_classes(cfg: CN) -> int:
+    """The detector's class count K (without background), from :func:`num_classes_key`."""
+    node, key = cfg.MODEL, num_classes_key(cfg).split(".")[1]
+    return node[key].NUM_CLASSES
+
+
+def set_num_classes(cfg: CN, n: int) -> None:
+    """Set the detector's class count K at :func:`num_classes_key` (in place)."""
+    cfg.MODEL[num_classes_key(cfg).split(".")[1]].NUM_CLASSES = n
+
+
 assert set(LOGIT_LOSSES) <= set(logit_loss_names()), f"{LOGIT_LOSSES} vs {logit_loss_names()}"
 
 
@@ -59,7 +94,8 @@ def add_luminet_config(cfg: CN) -> None:
     _C.MODEL.DISTILL.ENSEMBLE_WEIGHTS = []
     # Distillation losses added to the student's detection losses. Any subset of
     # "luminet", "kd", "dkd", "logitstd" (logit losses on the student's sampled ROIs) and "reviewkd"
-    # (feature loss on the FPN levels). [] trains the student alone (still with a teacher
+    # (feature loss on the FPN levels); a DistillRetinaNet takes "luminet" and "kd" (their
+    # per-anchor sigmoid forms) and "reviewkd". [] trains the student alone (still with a teacher
     # built, e.g. to compare runs). Unknown names are an error.
     _C.MODEL.DISTILL.LOSSES = []
     # Every distillation weight is multiplied by min(iter / WARMUP_ITERS, 1): a linear ramp
@@ -110,6 +146,13 @@ def add_luminet_config(cfg: CN) -> None:
     # Weight (>= 0) of loss_dkd.
     _C.MODEL.DISTILL.DKD.WEIGHT = 1.0
 
+    _C.MODEL.DISTILL.DENSE = CN()
+    # One-stage students (DistillRetinaNet) only: which anchors enter the logit losses and
+    # LumiNet's column statistics. "valid": every anchor the focal loss trains on (all but the
+    # ignored ones: the teacher's low scores on background are knowledge too); "foreground":
+    # only the anchors matched to a ground-truth box.
+    _C.MODEL.DISTILL.DENSE.ANCHORS = "valid"
+
     _C.MODEL.DISTILL.REVIEWKD = CN()
     # Weight (>= 0) of loss_reviewkd (mdistiller's detection recipes: 1.2 for R-101 -> R-18,
     # 2.0 for R-50 -> MobileNetV2, 1.0 for R-101 -> R-50).
@@ -138,12 +181,29 @@ def check_distill_config(cfg: CN) -> None:
     and what is allowed."""
     d = cfg.MODEL.DISTILL
     losses = list(d.LOSSES)
-    allowed = LOGIT_LOSSES + FEATURE_LOSSES
+    one_stage = cfg.MODEL.META_ARCHITECTURE in _ONE_STAGE
+    allowed = (DENSE_LOGIT_LOSSES if one_stage else LOGIT_LOSSES) + FEATURE_LOSSES
     unknown = [n for n in losses if n not in allowed]
     if unknown:
+        what = (
+            f"{cfg.MODEL.META_ARCHITECTURE} (a one-stage, sigmoid head: softmax-only losses "
+            "such as 'dkd' and 'logitstd' do not apply) takes"
+            if one_stage
+            else "allowed:"
+        )
         raise ConfigError(
-            f"Unknown MODEL.DISTILL.LOSSES {unknown}; allowed: {list(allowed)} (or [] for the "
-            "student alone)."
+            f"Unknown MODEL.DISTILL.LOSSES {unknown} for this model; {what} {list(allowed)} (or "
+            "[] for the student alone)."
+        )
+    if d.DENSE.ANCHORS not in DENSE_ANCHORS:
+        raise ConfigError(
+            f"MODEL.DISTILL.DENSE.ANCHORS must be one of {list(DENSE_ANCHORS)}, got "
+            f"{d.DENSE.ANCHORS!r}."
+        )
+    if one_stage and "luminet" in losses and d.LUMINET.STATS == "global":
+        raise ConfigError(
+            "MODEL.DISTILL.LUMINET.STATS 'global' (a teacher pre-pass over ROIs) is implemented "
+            "for DistillRCNN only; with DistillRetinaNet use 'batch', 'sync' or 'running'."
         )
     if len(set(losses)) != len(losses):
         raise ConfigError(f"MODEL.DISTILL.LOSSES lists a loss twice: {losses}")

@@ -1,4 +1,5 @@
-"""Export the student of a DistillRCNN training run as a stock detectron2 model."""
+"""Export the student of a DistillRCNN / DistillRetinaNet training run as a stock detectron2
+model."""
 
 from __future__ import annotations
 
@@ -7,20 +8,23 @@ from typing import Tuple
 
 from detectron2.config import CfgNode
 
-from .modeling.distill_rcnn import student_state_dict
+from .config import TEACHER_ARCHITECTURE
+from .modeling.distiller import student_state_dict
 from .runio import UnsafeCheckpointError, atomic_save, atomic_write, load_checkpoint
 
 __all__ = ["export_student", "student_config"]
 
 
 def student_config(cfg: CfgNode, weights: str = "") -> CfgNode:
-    """A copy of a DistillRCNN config as a plain ``GeneralizedRCNN`` config: META_ARCHITECTURE
-    set to "GeneralizedRCNN", the ``MODEL.DISTILL`` node removed, ``MODEL.WEIGHTS`` set to
-    ``weights``. Stock detectron2's ``get_cfg().merge_from_file`` accepts the dump."""
+    """A copy of a DistillRCNN (DistillRetinaNet) config as a stock ``GeneralizedRCNN``
+    (``RetinaNet``) config: META_ARCHITECTURE replaced, the ``MODEL.DISTILL`` node removed,
+    ``MODEL.WEIGHTS`` set to ``weights``. Stock detectron2's ``get_cfg().merge_from_file``
+    accepts the dump."""
     out = cfg.clone()
     out.defrost()
     out.MODEL.pop("DISTILL", None)
-    out.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    arch = out.MODEL.META_ARCHITECTURE
+    out.MODEL.META_ARCHITECTURE = TEACHER_ARCHITECTURE.get(arch, arch)
     out.MODEL.WEIGHTS = weights
     return out
 

@@ -30,7 +30,10 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     for section in (
         "Cost of the losses alone",
         "Cost of one training step",
-        "built-in detection set",
+        "built-in detection set, Faster R-CNN R-50-FPN → R-18-FPN, paired seeds",
+        "Mask R-CNN R-50-FPN → R-18-FPN, paired seeds",
+        "Cascade R-CNN R-50-FPN teacher → Faster R-CNN R-18-FPN, paired seeds",
+        "RetinaNet R-50-FPN → R-18-FPN, paired seeds",
         "built-in classification set",
         "Where the perception statistics come from",
         "hard built-in classification set, paired seeds",
@@ -52,9 +55,26 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     ):
         assert row in md, row
     assert os.path.getsize(tmp_path / "q.png") > 1000
+    assert "LumiNet minus each method, per seed (mask AP points)" in md
     runs = json.load(open(tmp_path / "q.runs.json"))["runs"]
-    assert {r["method"] for r in runs} == {"student alone", "KD", "DKD", "logitstd", "LumiNet"}
-    assert all(r["command"].startswith("python -m luminet_det.cls train --config") for r in runs)
+    cls = [r for r in runs if "group" not in r]
+    assert {r["method"] for r in cls} == {"student alone", "KD", "DKD", "logitstd", "LumiNet"}
+    assert all(r["command"].startswith("python -m luminet_det.cls train --config") for r in cls)
+    det = {(r["group"], r["method"]) for r in runs if "group" in r}
+    methods = {"student alone", "KD", "DKD", "logitstd", "LumiNet", "LumiNet+ReviewKD"}
+    assert det == {("det", m) for m in methods} | {
+        ("mask", "student alone"),
+        ("mask", "LumiNet"),
+        ("cascade", "student alone"),
+        ("cascade", "LumiNet"),
+        ("retinanet", "student alone"),
+        ("retinanet", "KD"),
+        ("retinanet", "LumiNet"),
+    }
+    for r in runs:
+        if "group" in r:  # rerunnable from the repository, with its final box AP
+            assert r["command"].startswith("python tools/train_net.py --config-file configs/")
+            assert "bbox/AP" in r and ("segm/AP" in r) == (r["group"] == "mask")
 
 
 def test_moment_errors_by_hand():
@@ -77,7 +97,7 @@ def test_moment_errors_by_hand():
 
 
 def test_paired_interval_by_hand():
-    from benchmarks.cls_paired import paired
+    from benchmarks.common import paired
 
     # differences 1, 2, 3: mean 2, sample std 1, t(0.975, 2) = 4.303
     p = paired([1.0, 2.0, 3.0])

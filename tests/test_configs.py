@@ -11,7 +11,8 @@ from detectron2.utils.events import EventStorage
 from tiny import ROOT
 
 from luminet_det import load_config
-from luminet_det.modeling.teacher import load_teacher_cfg
+from luminet_det.config import TEACHER_ARCHITECTURE, get_num_classes
+from luminet_det.modeling.teacher import load_teacher_cfg, teacher_architecture
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
 COCO = [
@@ -32,7 +33,7 @@ def _random_teacher_weights(cfg, tmp_dir):
     d = cfg.MODEL.DISTILL
     key = (d.TEACHER_CONFIG, tuple(d.TEACHER_OPTS))
     if key not in _teacher_weights:
-        tcfg = load_teacher_cfg(d.TEACHER_CONFIG, d.TEACHER_OPTS, "cpu")
+        tcfg = load_teacher_cfg(d.TEACHER_CONFIG, d.TEACHER_OPTS, "cpu", teacher_architecture(cfg))
         path = os.path.join(tmp_dir, f"teacher{len(_teacher_weights)}.pth")
         torch.save({"model": build_model(tcfg).state_dict()}, path)
         _teacher_weights[key] = path
@@ -42,7 +43,7 @@ def _random_teacher_weights(cfg, tmp_dir):
 def _load(path, tmp_dir):
     cfg = load_config(path)
     cfg.MODEL.DEVICE = "cpu"
-    if cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
+    if cfg.MODEL.META_ARCHITECTURE in TEACHER_ARCHITECTURE:
         cfg.MODEL.DISTILL.TEACHER_WEIGHTS = _random_teacher_weights(cfg, tmp_dir)
     return cfg
 
@@ -53,6 +54,7 @@ def test_the_configs_exist():
         for method in ("luminet", "kd", "dkd", "luminet_reviewkd"):
             assert f"{method}_{pair}.yaml" in names
     assert {"faster_rcnn_R_18_FPN.yaml", "faster_rcnn_MV2_FPN.yaml"} <= names
+    assert {f"{m}_retinanet_r101_r18.yaml" for m in ("kd", "luminet")} <= names
 
 
 @pytest.mark.parametrize("path", COCO, ids=os.path.basename)
@@ -61,8 +63,12 @@ def test_coco_config_builds_with_paper_schedule(path, tmp_path_factory):
     assert cfg.SOLVER.IMS_PER_BATCH == 8 and cfg.SOLVER.BASE_LR == 0.01
     assert cfg.SOLVER.MAX_ITER == 180000 and tuple(cfg.SOLVER.STEPS) == (120000, 160000)
     assert cfg.DATASETS.TRAIN == ("coco_2017_train",) and cfg.DATASETS.TEST == ("coco_2017_val",)
-    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 80
+    assert get_num_classes(cfg) == 80
     model = build_model(cfg)
+    if cfg.MODEL.META_ARCHITECTURE == "DistillRetinaNet":
+        assert model.teacher.input_format == "BGR" and model.input_format == "RGB"
+        assert len(model.teacher.backbone.bottom_up.res4) == 23
+        assert set(model.logit_losses) == set(cfg.MODEL.DISTILL.LOSSES)
     if cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
         # the zoo teachers are caffe2-style BGR; the students torchvision-style RGB
         assert model.teacher.input_format == "BGR" and model.input_format == "RGB"
@@ -95,7 +101,8 @@ def test_digits_config_builds_and_takes_a_training_step(path, tmp_path_factory):
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
-    for name in cfg.MODEL.DISTILL.LOSSES if cfg.MODEL.META_ARCHITECTURE == "DistillRCNN" else []:
+    distilled = cfg.MODEL.META_ARCHITECTURE in TEACHER_ARCHITECTURE
+    for name in cfg.MODEL.DISTILL.LOSSES if distilled else []:
         assert f"loss_{name}" in losses
 
 

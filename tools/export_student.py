@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Export the student of a DistillRCNN run as a stock detectron2 GeneralizedRCNN.
+"""Export the student of a DistillRCNN (DistillRetinaNet) run as a stock detectron2
+GeneralizedRCNN (RetinaNet).
 
     python tools/export_student.py --config-file configs/COCO-Detection/luminet_r101_r18.yaml \
         --checkpoint output/coco/luminet_r101_r18/model_final.pth --output export/ [KEY VALUE ...]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train or evaluate a (distilled) Faster R-CNN with detectron2's trainer.
+"""Train or evaluate a (distilled) detector with detectron2's trainer.
 
     python tools/train_net.py --config-file configs/COCO-Detection/luminet_r101_r18.yaml \
         --num-gpus 8 [--resume] [--check-teacher] [KEY VALUE ...]
@@ -28,6 +28,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from luminet_det import load_config
+from luminet_det.config import TEACHER_ARCHITECTURE
 from luminet_det.data import (
     CheckedDatasetMapper,
     check_dataset_files,
@@ -119,7 +120,7 @@ def _main(args):
         verify_results(cfg, res)
         return res
     trainer = Trainer(cfg)
-    if args.check_teacher and cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
+    if args.check_teacher and cfg.MODEL.META_ARCHITECTURE in TEACHER_ARCHITECTURE:
         evaluate_teacher(cfg, trainer.model, min_ap=args.min_teacher_ap)
     trainer.resume_or_load(resume=args.resume)
     precompute_teacher_stats(cfg, trainer.model)  # LUMINET.STATS "global", unless resumed

@@ -28,8 +28,11 @@ def detector_logits(config_file, weights, dataset, images, opts):
 
     cfg = load_config(config_file, opts)
     cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-    if cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
-        raise ValueError("Give the config of a plain detector (a teacher or an exported student).")
+    if cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
+        raise ValueError(
+            f"Give the config of a plain R-CNN detector (a teacher or an exported student), not "
+            f"META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r}."
+        )
     model = build_model(cfg).eval()
     DetectionCheckpointer(model).load(weights)
     name = dataset or cfg.DATASETS.TEST[0]

@@ -9,6 +9,7 @@ from typing import Dict, Sequence
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..config import get_num_classes, num_classes_key, set_num_classes
 from ..errors import ConfigError, DatasetMissingError
 from .builtin import BUILTIN_DATASETS
 from .coco import register_coco_detection
@@ -20,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 def register_user_datasets(cfg: CfgNode, registrations: Sequence[Sequence[str]]) -> None:
     """Register ``(name, json_file, image_root)`` COCO-format sets and set
-    ``MODEL.ROI_HEADS.NUM_CLASSES`` from their categories (all must agree)."""
+    the detector's class count (``MODEL.ROI_HEADS.NUM_CLASSES``, ``MODEL.RETINANET.NUM_CLASSES``
+    for RetinaNet) from their categories (all must agree)."""
     counts: Dict[str, int] = {}
     for item in registrations or ():
         if len(item) != 3:
@@ -35,17 +37,17 @@ def register_user_datasets(cfg: CfgNode, registrations: Sequence[Sequence[str]])
     if len(set(counts.values())) > 1:
         raise ConfigError(f"The registered datasets have different class counts: {counts}")
     n = next(iter(counts.values()))
-    if cfg.MODEL.ROI_HEADS.NUM_CLASSES != n:
+    if get_num_classes(cfg) != n:
         logger.warning(
-            f"MODEL.ROI_HEADS.NUM_CLASSES set to {n} (from the categories of {sorted(counts)}) "
-            f"instead of {cfg.MODEL.ROI_HEADS.NUM_CLASSES}."
+            f"{num_classes_key(cfg)} set to {n} (from the categories of {sorted(counts)}) "
+            f"instead of {get_num_classes(cfg)}."
         )
-        cfg.MODEL.ROI_HEADS.NUM_CLASSES = n
+        set_num_classes(cfg, n)
 
 
 def check_num_classes(cfg: CfgNode) -> None:
     """Every dataset of DATASETS.TRAIN / TEST whose metadata lists ``thing_classes`` must have
-    ``MODEL.ROI_HEADS.NUM_CLASSES`` classes."""
+    as many classes as the detector (:func:`luminet_det.config.get_num_classes`)."""
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         if name not in DatasetCatalog.list():
             raise ConfigError(
@@ -54,10 +56,10 @@ def check_num_classes(cfg: CfgNode) -> None:
                 "or your own with --register NAME JSON IMAGE_ROOT."
             )
         classes = MetadataCatalog.get(name).get("thing_classes", None)
-        if classes is not None and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+        if classes is not None and len(classes) != get_num_classes(cfg):
             raise ConfigError(
-                f"Dataset {name!r} has {len(classes)} classes but MODEL.ROI_HEADS.NUM_CLASSES is "
-                f"{cfg.MODEL.ROI_HEADS.NUM_CLASSES}; set it to {len(classes)}."
+                f"Dataset {name!r} has {len(classes)} classes but {num_classes_key(cfg)} is "
+                f"{get_num_classes(cfg)}; set it to {len(classes)}."
             )
 
 

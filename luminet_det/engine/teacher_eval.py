@@ -1,4 +1,4 @@
-"""Evaluate a DistillRCNN's teachers before distilling (``tools/train_net.py --check-teacher``)."""
+"""Evaluate a distilled detector's teachers before distilling (``tools/train_net.py --check-teacher``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate_teacher(cfg: CfgNode, model: nn.Module, min_ap: float = 1.0) -> Dict[str, Dict]:
-    """Evaluate the teacher(s) of a built DistillRCNN on ``cfg.DATASETS.TEST[0]``, each with
+    """Evaluate the teacher(s) of a built DistillRCNN or DistillRetinaNet on ``cfg.DATASETS.TEST[0]``, each with
     its own config (input format, test sizes) and COCO AP, and raise
     :class:`TeacherTooWeakError` if one's box AP is below ``min_ap``. Evaluates the very
     modules the student will learn from (no second build, no extra random draws). Under
@@ -37,7 +37,7 @@ def evaluate_teacher(cfg: CfgNode, model: nn.Module, min_ap: float = 1.0) -> Dic
     from detectron2.evaluation import COCOEvaluator
     from detectron2.utils import comm
 
-    from ..modeling.teacher import load_teacher_cfg
+    from ..modeling.teacher import load_teacher_cfg, teacher_architecture
 
     model = model.module if hasattr(model, "module") else model
     d = cfg.MODEL.DISTILL
@@ -49,7 +49,7 @@ def evaluate_teacher(cfg: CfgNode, model: nn.Module, min_ap: float = 1.0) -> Dic
     name = cfg.DATASETS.TEST[0]
     out: Dict[str, Dict] = {}
     for i, (config, opts, weights, teacher) in enumerate(teachers):
-        tcfg = load_teacher_cfg(config, opts, cfg.MODEL.DEVICE)
+        tcfg = load_teacher_cfg(config, opts, cfg.MODEL.DEVICE, teacher_architecture(cfg))
         tcfg.DATASETS.TEST = (name,)
         tcfg.DATALOADER.NUM_WORKERS = cfg.DATALOADER.NUM_WORKERS
         folder = os.path.join(cfg.OUTPUT_DIR, "teacher_eval" + (f"_{i}" if i else ""))

@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Type
 import torch
 from torch import nn
 
+from .dense import sigmoid_kd_loss, sigmoid_luminet_loss
 from .functional import _check_positive, dkd_loss, kd_loss, logit_std_kd_loss, luminet_loss
 from .statistics import STATS_MODES, Moments, RunningMoments, _distributed, sync_moments
 
@@ -29,6 +30,8 @@ __all__ = [
     "LogitStdKDLoss",
     "DKDLoss",
     "LuminetLoss",
+    "SigmoidKDLoss",
+    "SigmoidLuminetLoss",
     "register_logit_loss",
     "build_logit_loss",
     "logit_loss_names",
@@ -262,22 +265,73 @@ class LuminetLoss(LogitLoss):
         return self.running()
 
     def compute(self, student_logits, teacher_logits, targets):
-        if student_logits.shape[0] == 0 and self.stats not in ("sync", "running"):
-            return luminet_loss(student_logits, teacher_logits, self.temperature, self.eps)
-        if self.stats == "sync" and not _distributed():  # one process: exactly "batch"
-            return luminet_loss(student_logits, teacher_logits, self.temperature, self.eps)
-        s_m = self._student_moments(student_logits) if self._student_moments else None
-        t_m = self._teacher_moments(teacher_logits.detach()) if self._teacher_moments else None
-        loss = luminet_loss(
-            student_logits,
-            teacher_logits,
-            self.temperature,
-            self.eps,
-            student_moments=s_m,
-            teacher_moments=t_m,
+        s_m, t_m = None, None
+        local = (student_logits.shape[0] == 0 and self.stats not in ("sync", "running")) or (
+            self.stats == "sync" and not _distributed()  # one process: exactly "batch"
         )
+        if not local:
+            s_m = self._student_moments(student_logits) if self._student_moments else None
+            t_m = self._teacher_moments(teacher_logits.detach()) if self._teacher_moments else None
+        loss = self._loss(student_logits, teacher_logits, targets, s_m, t_m)
         if s_m is not None:
             # every process must take part in the all-reduce's backward, even one whose loss
             # does not depend on the moments (no rows): keep them in the graph
             loss = loss + 0.0 * (s_m[0].sum() + s_m[1].sum())
         return loss
+
+    def _loss(self, student_logits, teacher_logits, targets, student_moments, teacher_moments):
+        """The loss given the moments of each side (None: its batch statistics)."""
+        return luminet_loss(
+            student_logits,
+            teacher_logits,
+            self.temperature,
+            self.eps,
+            student_moments=student_moments,
+            teacher_moments=teacher_moments,
+        )
+
+
+# ------------------------------------------------------------ dense (sigmoid) classifiers
+@register_logit_loss("kd_sigmoid")
+class SigmoidKDLoss(LogitLoss):
+    """KD for sigmoid classifiers (one-stage detectors),
+    :func:`~luminet_det.losses.sigmoid_kd_loss`: per-class binary KL at temperature T, scaled
+    by T², normalised by the foreground rows; needs the targets (N,) in [0, C], C = background.
+
+    Args:
+        temperature (float): T > 0.
+    """
+
+    needs_targets = True
+
+    def __init__(self, *, temperature: float = 1.0, num_classes: Optional[int] = None):
+        super().__init__(num_classes=num_classes)
+        _check_positive("temperature", temperature)
+        self.temperature = float(temperature)
+
+    def compute(self, student_logits, teacher_logits, targets):
+        return sigmoid_kd_loss(student_logits, teacher_logits, targets, self.temperature)
+
+
+@register_logit_loss("luminet_sigmoid")
+class SigmoidLuminetLoss(LuminetLoss):
+    """LumiNet for sigmoid classifiers (one-stage detectors),
+    :func:`~luminet_det.losses.sigmoid_luminet_loss`: columns standardised over the rows, then
+    per-class binary KL at temperature T, normalised by the foreground rows; needs the targets
+    (N,) in [0, C], C = background. Statistics per ``stats`` as :class:`LuminetLoss`.
+
+    Args: those of :class:`LuminetLoss`.
+    """
+
+    needs_targets = True
+
+    def _loss(self, student_logits, teacher_logits, targets, student_moments, teacher_moments):
+        return sigmoid_luminet_loss(
+            student_logits,
+            teacher_logits,
+            targets,
+            self.temperature,
+            self.eps,
+            student_moments=student_moments,
+            teacher_moments=teacher_moments,
+        )

@@ -1,9 +1,12 @@
 """Detectron2 modeling components of luminet_det.
 
-Importing this package registers ``DistillRCNN`` in ``META_ARCH_REGISTRY`` and the
-MobileNetV2(-FPN) backbones in ``BACKBONE_REGISTRY``.
+Importing this package registers ``DistillRCNN`` and ``DistillRetinaNet`` in
+``META_ARCH_REGISTRY`` and the MobileNetV2(-FPN) backbones in ``BACKBONE_REGISTRY``.
 
-* :mod:`.distill_rcnn` — the meta-architecture;
+* :mod:`.distiller` — what both distilled meta-architectures share (teachers, weights,
+  warm-up, finiteness checks, student state dict);
+* :mod:`.distill_rcnn` — Faster / Mask / Cascade R-CNN students;
+* :mod:`.distill_retinanet` — RetinaNet students (per-anchor sigmoid losses);
 * :mod:`.records` — its typed seam (StudentRecord with its box Stages, TeacherOutputs);
 * :mod:`.teacher` — building and checking teachers;
 * :mod:`.roi` — the box branch (which heads have one, its logits on given boxes);
@@ -12,8 +15,10 @@ MobileNetV2(-FPN) backbones in ``BACKBONE_REGISTRY``.
 """
 
 from .backbone import MobileNetV2, build_mobilenetv2_backbone, build_mobilenetv2_fpn_backbone
-from .distill_rcnn import STUDENT_EXCLUDED_PREFIXES, DistillRCNN, student_state_dict
-from .records import Stage, StudentRecord, TeacherOutputs
+from .distill_rcnn import DistillRCNN
+from .distill_retinanet import DistillRetinaNet, check_anchors_align
+from .distiller import STUDENT_EXCLUDED_PREFIXES, Distiller, student_state_dict
+from .records import DenseRecord, Stage, StudentRecord, TeacherOutputs
 from .reviewkd import ABF, ReviewKD
 from .roi import box_logits, num_box_stages, require_box_branch
 from .teacher import (
@@ -24,6 +29,7 @@ from .teacher import (
     load_teacher_cfg,
     load_teacher_weights,
     run_teacher,
+    teacher_architecture,
     teacher_box_logits,
     teacher_images,
 )

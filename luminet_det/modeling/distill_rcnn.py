@@ -16,39 +16,30 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
-from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from luminet_det.config import LOGIT_LOSSES, check_distill_config, logit_loss_kwargs
-from luminet_det.losses import LogitLoss, build_logit_loss
+from luminet_det.config import LOGIT_LOSSES, check_distill_config
+from luminet_det.losses import LogitLoss
 
+from .distiller import (
+    STUDENT_EXCLUDED_PREFIXES,
+    Distiller,
+    check_finite,
+    current_storage,
+    distillation_from_config,
+    student_state_dict,
+)
 from .records import Stage, StudentRecord, TeacherOutputs
-from .reviewkd import ReviewKD
 from .roi import num_box_stages, require_box_branch
-from .teacher import build_teachers, freeze, run_teacher, teacher_box_logits, teacher_images
+from .teacher import run_teacher, teacher_box_logits, teacher_images
 
 __all__ = ["DistillRCNN", "student_state_dict", "STUDENT_EXCLUDED_PREFIXES"]
 
 logger = logging.getLogger(__name__)
 
-_TEACHER_PREFIXES = ("teacher.", "extra_teachers.")
-#: Prefixes of DistillRCNN state-dict keys that are not part of the student detector
-#: ("logit_loss_modules." is how checkpoints written before version 0.2 named "logit_losses.").
-STUDENT_EXCLUDED_PREFIXES = _TEACHER_PREFIXES + (
-    "feature_losses.",
-    "logit_losses.",
-    "logit_loss_modules.",
-)
-
-
-def student_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """The keys of a DistillRCNN (or training checkpoint) state dict that form the student
-    detector: exactly the keys of a GeneralizedRCNN with the same config."""
-    return {k: v for k, v in state_dict.items() if not k.startswith(STUDENT_EXCLUDED_PREFIXES)}
-
 
 @META_ARCH_REGISTRY.register()
-class DistillRCNN(GeneralizedRCNN):
+class DistillRCNN(Distiller, GeneralizedRCNN):
     """A Faster R-CNN student distilled from a frozen teacher Faster R-CNN.
 
     In training, the student runs exactly as a :class:`GeneralizedRCNN`
@@ -94,74 +85,33 @@ class DistillRCNN(GeneralizedRCNN):
         """
         super().__init__(**kwargs)
         require_box_branch(self.roi_heads, "student")
-        logit_losses, feature_losses = dict(logit_losses or {}), dict(feature_losses or {})
-        loss_weights = dict(loss_weights or {})
-        assert not set(logit_losses) & set(feature_losses), f"{logit_losses} / {feature_losses}"
-        assert set(loss_weights) == set(logit_losses) | set(feature_losses), f"{loss_weights}"
-        self.teacher = freeze(teacher)
-        self.extra_teachers = nn.ModuleList(freeze(t) for t in extra_teachers)
+        self._init_distillation(
+            teacher=teacher,
+            extra_teachers=extra_teachers,
+            logit_losses=logit_losses,
+            feature_losses=feature_losses,
+            loss_weights=loss_weights,
+            warmup_iters=warmup_iters,
+        )
         for t in self.teachers:
             assert t.roi_heads.num_classes == self.roi_heads.num_classes, (
                 f"teacher has {t.roi_heads.num_classes} classes, the student "
                 f"{self.roi_heads.num_classes}"
             )
-        # modules, so that a loss's state (e.g. LumiNet's running statistics) is checkpointed
-        self.logit_losses = nn.ModuleDict(logit_losses)
-        self.feature_losses = nn.ModuleDict(feature_losses)
-        self.loss_weights = {k: float(v) for k, v in loss_weights.items()}
-        self.warmup_iters = warmup_iters
-        # The teachers are rebuilt from their own configs and weights: keep them out of
-        # checkpoints (and read checkpoints that predate the "logit_losses" name).
-        self.register_state_dict_post_hook(_drop_teacher_keys)
-        self.register_load_state_dict_pre_hook(_rename_old_loss_keys)
-        self.register_load_state_dict_post_hook(_ignore_missing_teacher_keys)
 
     @classmethod
     def from_config(cls, cfg):
         check_distill_config(cfg)
         ret = super().from_config(cfg)
-        d = cfg.MODEL.DISTILL
-        teacher, *extra_teachers = build_teachers(cfg)
-        num_logits = cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1
-        feature_losses = {}
-        if "reviewkd" in d.LOSSES:
-            feature_losses["reviewkd"] = ReviewKD(
-                student_shapes=ret["backbone"].output_shape(),
-                teacher_shapes=teacher.backbone.output_shape(),
-                mid_channels=d.REVIEWKD.MID_CHANNELS,
-                pool_levels=tuple(d.REVIEWKD.POOL_LEVELS),
-            )
-        ret.update(
-            teacher=teacher,
-            extra_teachers=extra_teachers,
-            logit_losses={
-                name: build_logit_loss(name, num_classes=num_logits, **logit_loss_kwargs(cfg, name))
-                for name in d.LOSSES
-                if name in LOGIT_LOSSES
-            },
-            feature_losses=feature_losses,
-            loss_weights={name: d[name.upper()].WEIGHT for name in d.LOSSES},
-            warmup_iters=d.WARMUP_ITERS,
-        )
+        num_logits = cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1  # with background
+        ret.update(distillation_from_config(cfg, ret["backbone"], LOGIT_LOSSES, num_logits))
         return ret
-
-    @property
-    def teachers(self) -> List[GeneralizedRCNN]:
-        """The teacher, then the ensemble's further teachers."""
-        return [self.teacher, *self.extra_teachers]
-
-    def train(self, mode: bool = True):
-        """Switch the student's mode; the teachers always stay in eval mode."""
-        super().train(mode)
-        for t in self.teachers:
-            t.eval()
-        return self
 
     # ------------------------------------------------------------------------------ forward
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
         """Student losses plus ``loss_<name>`` per distillation loss in training; the
         student's predictions (as GeneralizedRCNN) in inference."""
-        if not self.training or not (self.logit_losses or self.feature_losses):
+        if not self.training or not self.distilling:
             return super().forward(batched_inputs)
         losses, record = self.forward_student(batched_inputs)
         teacher = self.teacher_outputs(batched_inputs, record)
@@ -240,12 +190,9 @@ class DistillRCNN(GeneralizedRCNN):
             FloatingPointError: NaN or Inf in the teacher's logits or in a loss (before the
                 optimizer step, naming the term and the iteration).
         """
-        storage = _current_storage()
+        storage = current_storage()
         iteration = storage.iter if storage is not None else None
-        factor = self._warmup_factor(iteration)
-        if storage is not None and self.warmup_iters > 0:
-            storage.put_scalar("distill_warmup_factor", factor)
-        terms = {}
+        terms, per_stage = {}, {}
         if self.logit_losses:
             pairs = list(zip(record.stages, teacher.stage_logits))
             for stage, t_logits in pairs:
@@ -253,22 +200,13 @@ class DistillRCNN(GeneralizedRCNN):
                     f"student ROI logits {tuple(stage.logits.shape)} and teacher ROI logits "
                     f"{tuple(t_logits.shape)} do not align"
                 )
-                _check_finite("the teacher's ROI logits", t_logits, iteration)
+                check_finite("the teacher's ROI logits", t_logits, iteration)
             for name, loss in self.logit_losses.items():
-                per_stage = [loss(s.logits, t, s.gt_classes) for s, t in pairs]
-                terms[name] = torch.stack(per_stage).mean()  # one stage: that stage's value
-                if storage is not None and len(per_stage) > 1:
-                    weight = self.loss_weights[name] * factor
-                    for k, value in enumerate(per_stage):
-                        storage.put_scalar(f"loss_{name}_stage{k}", value.detach().item() * weight)
+                per_stage[name] = [loss(s.logits, t, s.gt_classes) for s, t in pairs]
+                terms[name] = torch.stack(per_stage[name]).mean()  # one stage: its value
         for name, module in self.feature_losses.items():
             terms[name] = module(record.features, teacher.features)
-        return {
-            f"loss_{name}": _check_finite(
-                f"loss_{name}", value * (self.loss_weights[name] * factor), iteration
-            )
-            for name, value in terms.items()
-        }
+        return self._finish_losses(terms, per_stage)
 
     @property
     def _stages(self) -> int:
@@ -321,45 +259,3 @@ class DistillRCNN(GeneralizedRCNN):
         want = set(range(self._stages))
         assert set(recorded["logits"]) == set(recorded["proposals"]) == want, f"{recorded.keys()}"
         assert "features" in recorded, "the backbone's features were not recorded"
-
-    def _warmup_factor(self, iteration: Optional[int]) -> float:
-        """``min(iteration / warmup_iters, 1)``; 1 without warm-up or outside a trainer."""
-        if self.warmup_iters <= 0 or iteration is None:
-            return 1.0
-        return min(iteration / self.warmup_iters, 1.0)
-
-
-def _current_storage():
-    try:
-        return get_event_storage()
-    except AssertionError:  # not inside a trainer (EventStorage context)
-        return None
-
-
-def _check_finite(what: str, value: torch.Tensor, iteration: Optional[int]) -> torch.Tensor:
-    if not torch.isfinite(value).all():
-        at = f"iteration {iteration}" if iteration is not None else "this step"
-        raise FloatingPointError(
-            f"{what} became NaN or Inf at {at}; stopping before the optimizer step so that no "
-            "corrupt checkpoint is written. Lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS, "
-            "or check the teacher's weights, then resume from the last checkpoint (--resume)."
-        )
-    return value
-
-
-def _drop_teacher_keys(module, state_dict, prefix, local_metadata):
-    for key in [
-        k for k in state_dict if k.startswith(tuple(prefix + p for p in _TEACHER_PREFIXES))
-    ]:
-        del state_dict[key]
-
-
-def _rename_old_loss_keys(module, state_dict, prefix, *args):
-    old, new = prefix + "logit_loss_modules.", prefix + "logit_losses."
-    for key in [k for k in state_dict if k.startswith(old)]:
-        state_dict[new + key[len(old) :]] = state_dict.pop(key)
-
-
-def _ignore_missing_teacher_keys(module, incompatible_keys):
-    missing = incompatible_keys.missing_keys
-    missing[:] = [k for k in missing if not k.startswith(_TEACHER_PREFIXES)]

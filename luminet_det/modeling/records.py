@@ -1,4 +1,4 @@
-"""What one training step of DistillRCNN passes between its parts: the student's record and
+"""What one training step of a distilled detector passes between its parts: the student's record and
 the teachers' outputs (typed, so that code outside DistillRCNN needs no knowledge of hooks)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Dict, List, Optional
 import torch
 from detectron2.structures import Boxes, Instances
 
-__all__ = ["Stage", "StudentRecord", "TeacherOutputs"]
+__all__ = ["Stage", "StudentRecord", "DenseRecord", "TeacherOutputs"]
 
 
 @dataclass
@@ -64,13 +64,40 @@ class StudentRecord:
 
 
 @dataclass
+class DenseRecord:
+    """What a one-stage student's (DistillRetinaNet) training forward hands to distillation.
+
+    Attributes:
+        features (dict[str, Tensor]): the backbone (FPN) outputs, name -> (N, C, H, W).
+        logits (Tensor): (N, R, K) class logits of every anchor (R anchors per image over all
+            levels, in detectron2's order: level, then position, then cell anchor).
+        labels (Tensor): (N, R) each anchor's label from the student's anchor matcher: a class
+            in [0, K), K = background, -1 = ignored.
+    """
+
+    features: Dict[str, torch.Tensor]
+    logits: torch.Tensor
+    labels: torch.Tensor
+
+    def rows(self, anchors: str) -> torch.Tensor:
+        """(N, R) bool: the anchors that enter the logit losses. ``"valid"``: every anchor the
+        focal loss trains on (label >= 0); ``"foreground"``: anchors matched to a box."""
+        valid = self.labels >= 0
+        if anchors == "valid":
+            return valid
+        assert anchors == "foreground", f"anchors must be 'valid' or 'foreground', not {anchors!r}"
+        return valid & (self.labels < self.logits.shape[-1])
+
+
+@dataclass
 class TeacherOutputs:
     """What the teachers compute on a student's step.
 
     Attributes:
         features (dict[str, Tensor]): the first teacher's backbone (FPN) outputs.
         stage_logits (list[Tensor] or None): per student stage, (R_k, K+1) box logits on that
-            stage's ROIs, averaged over the ensemble; None when no logit loss is configured.
+            stage's ROIs, averaged over the ensemble; for a one-stage student one entry, the
+            (N, R, K) logits of every anchor. None when no logit loss is configured.
             ``logits`` is the first.
     """
 

@@ -16,12 +16,14 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.structures import Boxes
 
+from ..config import TEACHER_ARCHITECTURE, get_num_classes, num_classes_key
 from ..errors import ConfigError, WeightsUnavailableError
 from .roi import box_logits, num_box_stages, require_box_branch
 from .weights import local_weights
 
 __all__ = [
     "load_teacher_cfg",
+    "teacher_architecture",
     "check_teacher_cfg",
     "build_teacher",
     "build_teachers",
@@ -35,7 +37,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def load_teacher_cfg(config: str, opts: Optional[List] = None, device: str = "cpu") -> CfgNode:
+def load_teacher_cfg(
+    config: str,
+    opts: Optional[List] = None,
+    device: str = "cpu",
+    architecture: str = "GeneralizedRCNN",
+) -> CfgNode:
     """The teacher's own detectron2 config.
 
     Args:
@@ -43,6 +50,9 @@ def load_teacher_cfg(config: str, opts: Optional[List] = None, device: str = "cp
             ``"COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"``.
         opts (list): KEY VALUE overrides applied after the file.
         device (str): MODEL.DEVICE of the teacher (always the student's).
+        architecture (str): the META_ARCHITECTURE the teacher must have
+            ("GeneralizedRCNN" for DistillRCNN, "RetinaNet" for DistillRetinaNet; see
+            :func:`teacher_architecture`).
     """
     if not config:
         raise ConfigError(
@@ -79,13 +89,21 @@ def load_teacher_cfg(config: str, opts: Optional[List] = None, device: str = "cp
             )
         cfg.merge_from_list(list(opts))
     cfg.MODEL.DEVICE = device
-    if cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
+    if cfg.MODEL.META_ARCHITECTURE != architecture:
+        student = {v: k for k, v in TEACHER_ARCHITECTURE.items()}.get(architecture, "student")
         raise ConfigError(
-            f"The teacher ({config}) has META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE!r}; the "
-            "teacher must be a plain 'GeneralizedRCNN' (a Faster R-CNN). To use a distilled "
-            "student as a teacher, export it first with tools/export_student.py."
+            f"The teacher ({config}) has META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE!r}; a "
+            f"{student}'s teacher must be a stock {architecture!r} (supported pairs: "
+            + ", ".join(f"{k} <- {v}" for k, v in TEACHER_ARCHITECTURE.items())
+            + "). To use a distilled student as a teacher, export it first with "
+            "tools/export_student.py."
         )
     return cfg
+
+
+def teacher_architecture(cfg: CfgNode) -> str:
+    """The META_ARCHITECTURE the teachers of the student config ``cfg`` must have."""
+    return TEACHER_ARCHITECTURE.get(cfg.MODEL.META_ARCHITECTURE, "GeneralizedRCNN")
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
@@ -164,15 +182,14 @@ def check_teacher_cfg(teacher_cfg: CfgNode, student_cfg: CfgNode, name: str) -> 
     """Raise ValueError if the teacher ``name`` cannot teach the student: another class count,
     Cascade heads with another number of stages, or an input format that cannot be converted
     (only RGB <-> BGR can)."""
-    t_classes = teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    s_classes = student_cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    t_classes, s_classes = get_num_classes(teacher_cfg), get_num_classes(student_cfg)
     if t_classes != s_classes:
+        key = num_classes_key(teacher_cfg)
         raise ConfigError(
             f"Teacher and student class counts differ: the teacher config {name!r} has "
-            f"MODEL.ROI_HEADS.NUM_CLASSES={t_classes}, the student {s_classes}. Their box logits "
-            "must cover the same classes: use a teacher trained on the student's dataset (or set "
-            "MODEL.DISTILL.TEACHER_OPTS ['MODEL.ROI_HEADS.NUM_CLASSES', N] for a teacher "
-            "checkpoint with N classes)."
+            f"{key}={t_classes}, the student {s_classes}. Their logits must cover the same "
+            "classes: use a teacher trained on the student's dataset (or set "
+            f"MODEL.DISTILL.TEACHER_OPTS ['{key}', N] for a teacher checkpoint with N classes)."
         )
     cascade = [c.MODEL.ROI_HEADS.NAME == "CascadeROIHeads" for c in (teacher_cfg, student_cfg)]
     stages = [len(c.MODEL.ROI_BOX_CASCADE_HEAD.IOUS) for c in (teacher_cfg, student_cfg)]
@@ -192,7 +209,7 @@ def check_teacher_cfg(teacher_cfg: CfgNode, student_cfg: CfgNode, name: str) -> 
         )
 
 
-def build_teacher(teacher_cfg: CfgNode, weights: str, config_name: str = "") -> GeneralizedRCNN:
+def build_teacher(teacher_cfg: CfgNode, weights: str, config_name: str = "") -> torch.nn.Module:
     """Build the teacher from its config, check its box branch, load and check its weights,
     freeze it.
 
@@ -202,13 +219,15 @@ def build_teacher(teacher_cfg: CfgNode, weights: str, config_name: str = "") -> 
         config_name (str): the model-zoo name of the teacher config (for ``weights="zoo"``).
     """
     teacher = build_model(teacher_cfg)
-    require_box_branch(teacher.roi_heads, "teacher")
+    if isinstance(teacher, GeneralizedRCNN):
+        require_box_branch(teacher.roi_heads, "teacher")
     load_teacher_weights(teacher, weights, config_name)
     return freeze(teacher)
 
 
-def build_teachers(cfg: CfgNode) -> List[GeneralizedRCNN]:
-    """The teacher and the ensemble's further teachers of a DistillRCNN config (``cfg.MODEL.
+def build_teachers(cfg: CfgNode) -> List[torch.nn.Module]:
+    """The teacher and the ensemble's further teachers of a DistillRCNN or DistillRetinaNet
+    config (:func:`teacher_architecture`; ``cfg.MODEL.
     DISTILL``: TEACHER_CONFIG / TEACHER_OPTS / TEACHER_WEIGHTS, then ENSEMBLE_CONFIGS paired with
     ENSEMBLE_WEIGHTS), each checked against the student config before its weights are read."""
     d = cfg.MODEL.DISTILL
@@ -216,7 +235,7 @@ def build_teachers(cfg: CfgNode) -> List[GeneralizedRCNN]:
     specs += [(c, [], w) for c, w in zip(d.ENSEMBLE_CONFIGS, d.ENSEMBLE_WEIGHTS)]
     teachers = []
     for config, opts, weights in specs:
-        teacher_cfg = load_teacher_cfg(config, opts, cfg.MODEL.DEVICE)
+        teacher_cfg = load_teacher_cfg(config, opts, cfg.MODEL.DEVICE, teacher_architecture(cfg))
         check_teacher_cfg(teacher_cfg, cfg, config)
         teachers.append(build_teacher(teacher_cfg, weights, config))
     return teachers

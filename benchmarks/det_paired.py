@@ -1,0 +1,219 @@
+"""Paired seeds on the built-in detection set, one group of configs per detector family: the
+paper's Faster R-CNN pair with every method, Mask R-CNN, a Cascade teacher for a Faster R-CNN
+student, RetinaNet. Seed k gives every student of a group the same initialisation and data
+order, so differences are taken per seed: the reference method (LumiNet) minus each other,
+with a 95 % t-interval and the count of seeds it wins. Each group's teacher is trained first
+(once; cached in its config's OUTPUT_DIR) and must beat the student alone. Every run keeps its
+config, command and final metrics (``run_records``, written beside the results)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .common import (
+    DIGITS,
+    METHODS,
+    ROOT,
+    detector_command,
+    log,
+    mean_std,
+    paired_lines,
+    train_detector,
+)
+
+METRIC_NAMES = {"bbox/AP": "box AP", "segm/AP": "mask AP"}
+
+
+@dataclass(frozen=True)
+class Group:
+    """One paired comparison.
+
+    Attributes:
+        key (str): its section name in benchmarks/run.py.
+        title (str): the heading.
+        teacher (str): the teacher's config in configs/Digits-Detection/.
+        methods (tuple[(str, str)]): (label, config) of every student, in report order.
+        metrics (tuple[str]): detectron2 metric keys reported, the first compared per seed.
+        reference (str): the label every other method is compared with.
+    """
+
+    key: str
+    title: str
+    teacher: str
+    methods: Tuple[Tuple[str, str], ...]
+    metrics: Tuple[str, ...] = ("bbox/AP",)
+    reference: str = "LumiNet"
+
+
+GROUPS: Dict[str, Group] = {
+    g.key: g
+    for g in (
+        Group(
+            "det",
+            "built-in detection set, Faster R-CNN R-50-FPN → R-18-FPN",
+            "teacher_R_50_FPN.yaml",
+            tuple((m.name, m.config) for m in METHODS),
+        ),
+        Group(
+            "mask",
+            "built-in detection set, Mask R-CNN R-50-FPN → R-18-FPN",
+            "teacher_mask_R_50_FPN.yaml",
+            (
+                ("student alone", "student_mask_R_18_FPN.yaml"),
+                ("LumiNet", "luminet_mask_R50_R18.yaml"),
+            ),
+            metrics=("bbox/AP", "segm/AP"),
+        ),
+        Group(
+            "cascade",
+            "built-in detection set, Cascade R-CNN R-50-FPN teacher → Faster R-CNN R-18-FPN",
+            "teacher_cascade_R_50_FPN.yaml",
+            (
+                ("student alone", "student_R_18_FPN.yaml"),
+                ("LumiNet", "luminet_cascade_R50_R18.yaml"),
+            ),
+        ),
+        Group(
+            "retinanet",
+            "built-in detection set, RetinaNet R-50-FPN → R-18-FPN",
+            "teacher_retinanet_R_50_FPN.yaml",
+            (
+                ("student alone", "student_retinanet_R_18_FPN.yaml"),
+                ("KD", "kd_retinanet_R50_R18.yaml"),
+                ("LumiNet", "luminet_retinanet_R50_R18.yaml"),
+            ),
+        ),
+    )
+}
+
+
+@dataclass
+class PairedDetection:
+    """metrics: label -> per seed {metric: value}; teacher: its final metrics;
+    run_records: one per run (group, method, seed, config, command, metrics)."""
+
+    group: Group
+    metrics: Dict[str, List[Dict[str, float]]]
+    teacher: Dict[str, float]
+    run_records: List[Dict] = field(default_factory=list)
+
+    def values(self, metric: str) -> Dict[str, List[float]]:
+        return {k: [r.get(metric, float("nan")) for r in v] for k, v in self.metrics.items()}
+
+    def markdown(self) -> List[str]:
+        g = self.group
+        seeds = len(next(iter(self.metrics.values())))
+        names = [METRIC_NAMES.get(m, m) for m in g.metrics]
+        teacher = ", ".join(
+            f"{n} {self.teacher.get(m, float('nan')):.1f}" for n, m in zip(names, g.metrics)
+        )
+        lines = [
+            f"## Accuracy: {g.title}, paired seeds",
+            "",
+            f"configs/Digits-Detection/, {seeds} seeds; seed k gives every student the same "
+            "initialisation and data order. One untuned trial per method (the shipped configs).",
+            "",
+            f"Teacher ({g.teacher}): {teacher}.",
+            "",
+            "| model | " + " | ".join(names) + f" | per seed {names[0]} |",
+            "|---|" + "---|" * (len(names) + 1),
+        ]
+        first = self.values(g.metrics[0])
+        for label in self.metrics:
+            cells = [mean_std(self.values(m)[label]) for m in g.metrics]
+            per_seed = ", ".join(f"{x:.1f}" for x in first[label])
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {per_seed} |")
+        lines.append("")
+        for metric, name in zip(g.metrics, names):
+            lines += paired_lines(self.values(metric), g.reference, f"{name} points")
+        return lines
+
+    def chart(self):
+        first = self.group.metrics[0]
+        data = {"teacher": [self.teacher.get(first, float("nan"))]}
+        data.update(self.values(first))
+        return f"{self.group.key}: {METRIC_NAMES.get(first, first)}", data
+
+
+def _rel(path: str) -> str:
+    return os.path.relpath(path, ROOT) if os.path.isabs(path) else path
+
+
+def final_metrics(output_dir: str) -> Dict[str, float]:
+    """The last evaluation row of a detectron2 run (box AP, mask AP when evaluated)."""
+    from luminet_det.runio import last_box_ap
+
+    row = last_box_ap(output_dir)
+    if row is None:
+        raise ValueError(f"No box AP in {output_dir}/metrics.json.")
+    return {k: v for k, v in row.items() if k in METRIC_NAMES}
+
+
+def group_teacher(group: Group, quick: bool, work: str, env: dict) -> Tuple[str, Dict]:
+    """(weights, final metrics) of the group's teacher, trained with tools/train_net.py into
+    its config's OUTPUT_DIR if not there yet; --quick: random weights of its architecture."""
+    from luminet_det import load_config
+
+    config = os.path.join(DIGITS, group.teacher)
+    cfg = load_config(config)
+    if quick:
+        path = os.path.join(work, group.teacher.replace(".yaml", ".pth"))
+        if not os.path.isfile(path):
+            from detectron2.modeling import build_model
+
+            cfg.MODEL.DEVICE = "cpu"
+            torch.save({"model": build_model(cfg).state_dict()}, path)
+        return path, {}
+    out = os.path.join(ROOT, cfg.OUTPUT_DIR)
+    final = os.path.join(out, "model_final.pth")
+    if not os.path.isfile(final):
+        log(f"{group.key}: training the teacher ({group.teacher}) first")
+        cmd = [sys.executable, "tools/train_net.py", "--config-file", config]
+        subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True)
+    metrics = final_metrics(out)
+    log(f"{group.key}: teacher {group.teacher}: {metrics}")
+    return final, metrics
+
+
+def run(
+    group: Group, seeds: int, quick: bool, work: str, env: dict, procs: Optional[int] = None
+) -> PairedDetection:
+    from luminet_det import load_config
+    from luminet_det.config import TEACHER_ARCHITECTURE
+
+    teacher, t_metrics = group_teacher(group, quick, work, env)
+    metrics, runs = {}, []
+    for label, config in group.methods:
+        distilled = load_config(os.path.join(DIGITS, config)).MODEL.META_ARCHITECTURE
+        distilled = distilled in TEACHER_ARCHITECTURE
+        metrics[label] = []
+        for seed in range(seeds):
+            # by config, not by group: the same student alone is shared by groups
+            out = os.path.join(work, "det", config.replace(".yaml", ""), f"seed{seed}")
+            weights = teacher if distilled else None
+            train_detector(f"{group.key}: {label}", config, out, seed, weights, quick, env)
+            command = ["python"] + detector_command(config, out, seed, weights, quick)[1:]
+            row = final_metrics(out)
+            metrics[label].append(row)
+            runs.append(
+                {
+                    "group": group.key,
+                    "method": label,
+                    "seed": seed,
+                    "config": _rel(os.path.join(DIGITS, config)),
+                    "command": " ".join(_rel(x) for x in command),
+                    **row,
+                }
+            )
+    return PairedDetection(group, metrics, t_metrics, runs)
+
+
+def sections(keys: Sequence[str]) -> List[str]:
+    """The group keys among ``keys``, in GROUPS order."""
+    return [k for k in GROUPS if k in keys]

@@ -1,0 +1,163 @@
+"""Logit losses for dense, sigmoid classifiers (one-stage detectors such as RetinaNet).
+
+A one-stage head scores every anchor with C independent sigmoids (focal loss), not with a
+softmax over C+1 classes, so the softmax KL of :mod:`.functional` does not apply as is. Here:
+
+* rows are anchors (every anchor of the batch that enters the loss), columns the C classes
+  (no background column: an anchor is background when every sigmoid is low);
+* the divergence is the **per-class binary KL** between the teacher's and the student's
+  Bernoulli probabilities at temperature T::
+
+      p = sigmoid(x / T),   KL(p_T || p_S) = p_T log(p_T / p_S) + (1 - p_T) log((1 - p_T) / (1 - p_S))
+
+* the sum over rows and classes is **normalised as focal loss is**: divided by the number of
+  foreground rows (targets < C), at least 1.
+
+``sigmoid_luminet_loss`` first standardises each class column over the rows (LumiNet's
+:func:`~luminet_det.losses.perception`, teacher and student each with their own statistics);
+``sigmoid_kd_loss`` uses the raw logits and multiplies by T² as Hinton's KD does.
+
+Conventions as in :mod:`.functional`: fp32 maths for half inputs, the teacher detached, an
+empty batch gives a zero connected to the student's graph.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .functional import (
+    _as_float,
+    _check_pair,
+    _check_positive,
+    _empty_loss,
+    _standardize_columns,
+    perception,
+)
+
+__all__ = ["binary_kl", "sigmoid_kd_loss", "sigmoid_luminet_loss", "foreground_count"]
+
+
+def binary_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """Element-wise ``KL(Bernoulli(sigmoid(t)) || Bernoulli(sigmoid(s)))``, computed from
+    log-sigmoids (finite for any finite logits). Same shape as the inputs."""
+    log_p_t, log_q_t = F.logsigmoid(teacher_logits), F.logsigmoid(-teacher_logits)
+    log_p_s, log_q_s = F.logsigmoid(student_logits), F.logsigmoid(-student_logits)
+    return log_p_t.exp() * (log_p_t - log_p_s) + log_q_t.exp() * (log_q_t - log_q_s)
+
+
+def foreground_count(targets: torch.Tensor, num_classes: int) -> int:
+    """The focal-loss normaliser of a batch of rows: the number of rows whose target is a class
+    (0 <= target < C), at least 1.
+
+    Args:
+        targets (Tensor): (N,) integer targets in [0, C]; C marks a background row.
+        num_classes (int): C.
+
+    Raises:
+        ValueError: targets that are not a 1-D integer tensor, or values outside [0, C] (drop
+            ignored anchors, label -1, before calling).
+    """
+    if not isinstance(targets, torch.Tensor) or targets.dim() != 1:
+        raise ValueError(
+            f"targets must be a 1-D tensor (N,), got {getattr(targets, 'shape', targets)}."
+        )
+    if targets.is_floating_point() or targets.dtype == torch.bool:
+        raise ValueError(f"targets must hold integer classes, got dtype {targets.dtype}.")
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) > num_classes):
+        raise ValueError(
+            f"targets must lie in [0, {num_classes}] ({num_classes} = background), got values in "
+            f"[{int(targets.min())}, {int(targets.max())}]; drop ignored anchors (-1) first."
+        )
+    return max(int((targets < num_classes).sum()), 1)
+
+
+def _check_rows(student_logits, teacher_logits, targets) -> int:
+    _check_pair(student_logits, teacher_logits)
+    if targets.shape[:1] != student_logits.shape[:1]:
+        raise ValueError(
+            f"targets must have one entry per row: logits {tuple(student_logits.shape)}, "
+            f"targets {tuple(targets.shape)}."
+        )
+    return foreground_count(targets, student_logits.shape[1])
+
+
+def sigmoid_kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """KD for sigmoid classifiers::
+
+        loss = T**2 * sum_{i,c} KL(sigmoid(t[i,c] / T) || sigmoid(s[i,c] / T)) / max(1, #fg)
+
+    Args:
+        student_logits (Tensor): (N, C) per-anchor class logits of the student.
+        teacher_logits (Tensor): (N, C) of the teacher, same rows; detached.
+        targets (Tensor): (N,) each row's class in [0, C], C = background (only counted).
+        temperature (float): T > 0.
+
+    Returns:
+        Tensor: scalar float loss; ``0.0`` connected to the student graph for N = 0.
+    """
+    _check_positive("temperature", temperature)
+    normaliser = _check_rows(student_logits, teacher_logits, targets)
+    if student_logits.shape[0] == 0:
+        return _empty_loss(student_logits)
+    s = _as_float(student_logits)
+    t = _as_float(teacher_logits.detach()).to(s.dtype)
+    return binary_kl(t / temperature, s / temperature).sum() * temperature**2 / normaliser
+
+
+def sigmoid_luminet_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    eps: float = 1e-5,
+    *,
+    student_moments: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    teacher_moments: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+) -> torch.Tensor:
+    """LumiNet for sigmoid classifiers: each class column standardised over the rows (teacher
+    and student each with their own statistics, :func:`~luminet_det.losses.perception`),
+    then the per-class binary KL at temperature T, normalised by the foreground rows::
+
+        h_T = perception(t), h_S = perception(s)
+        loss = sum_{i,c} KL(sigmoid(h_T[i,c] / T) || sigmoid(h_S[i,c] / T)) / max(1, #fg)
+
+    No T² factor and no weight, as :func:`~luminet_det.losses.luminet_loss`.
+
+    Args:
+        student_logits (Tensor): (N, C) per-anchor class logits of the student.
+        teacher_logits (Tensor): (N, C) of the teacher, same rows; detached.
+        targets (Tensor): (N,) each row's class in [0, C], C = background (only counted).
+        temperature (float): T > 0.
+        eps (float): > 0, variance epsilon of the perception.
+        student_moments, teacher_moments ((Tensor, Tensor), optional): (mean, biased var),
+            each (C,), instead of each side's batch statistics.
+
+    Returns:
+        Tensor: scalar float loss; ``0.0`` connected to the student graph for N = 0, and for
+        N = 1 with batch statistics (both perceptions are all zeros).
+    """
+    _check_positive("temperature", temperature)
+    _check_positive("eps", eps)
+    normaliser = _check_rows(student_logits, teacher_logits, targets)
+    if student_logits.shape[0] == 0:
+        return _empty_loss(student_logits)
+
+    def standardise(z, moments):
+        if moments is None:
+            return _standardize_columns(z, eps, 1.0 / temperature)
+        return perception(z, eps, mean=moments[0], var=moments[1]) / temperature
+
+    h_s = standardise(_as_float(student_logits), student_moments)
+    with torch.no_grad():
+        t = _as_float(teacher_logits.detach()).to(h_s.dtype)
+        t_moments = None if teacher_moments is None else tuple(m.detach() for m in teacher_moments)
+        h_t = standardise(t, t_moments)
+    return binary_kl(h_t, h_s).sum() / normaliser
