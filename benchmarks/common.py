@@ -56,6 +56,7 @@ QUICK_DET = {
     "SOLVER.STEPS": "(100,)",
     "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": "32",
     "DATALOADER.NUM_WORKERS": "0",
+    "MODEL.WEIGHTS": "",  # from scratch: no trained backbones in a fresh clone
 }
 
 

@@ -41,6 +41,8 @@ class Group:
         methods (tuple[(str, str)]): (label, config) of every student, in report order.
         metrics (tuple[str]): detectron2 metric keys reported, the first compared per seed.
         reference (str): the label every other method is compared with.
+        requires (tuple[str]): configs whose trained weights the group's configs start from
+            (MODEL.WEIGHTS), trained first into their OUTPUT_DIR if absent.
     """
 
     key: str
@@ -49,6 +51,7 @@ class Group:
     methods: Tuple[Tuple[str, str], ...]
     metrics: Tuple[str, ...] = ("bbox/AP",)
     reference: str = "LumiNet"
+    requires: Tuple[str, ...] = ()
 
 
 GROUPS: Dict[str, Group] = {
@@ -88,6 +91,8 @@ GROUPS: Dict[str, Group] = {
                 ("KD", "kd_retinanet_R50_R18.yaml"),
                 ("LumiNet", "luminet_retinanet_R50_R18.yaml"),
             ),
+            # the RetinaNet teacher and students start from these backbones (their configs)
+            requires=("teacher_R_50_FPN.yaml", "student_R_18_FPN.yaml"),
         ),
     )
 }
@@ -155,30 +160,41 @@ def final_metrics(output_dir: str) -> Dict[str, float]:
     return {k: v for k, v in row.items() if k in METRIC_NAMES}
 
 
-def group_teacher(group: Group, quick: bool, work: str, env: dict) -> Tuple[str, Dict]:
-    """(weights, final metrics) of the group's teacher, trained with tools/train_net.py into
-    its config's OUTPUT_DIR if not there yet; --quick: random weights of its architecture."""
+def trained(config: str, env: dict, label: str) -> Tuple[str, Dict]:
+    """(model_final.pth, final metrics) of ``config`` (in configs/Digits-Detection/) trained
+    with tools/train_net.py into its OUTPUT_DIR; trained first if not there yet."""
     from luminet_det import load_config
 
-    config = os.path.join(DIGITS, group.teacher)
-    cfg = load_config(config)
+    out = os.path.join(ROOT, load_config(os.path.join(DIGITS, config)).OUTPUT_DIR)
+    final = os.path.join(out, "model_final.pth")
+    if not os.path.isfile(final):
+        log(f"{label}: training {config} first; progress with ETA in {_rel(out)}/log.txt")
+        cmd = [sys.executable, "tools/train_net.py", "--config-file", os.path.join(DIGITS, config)]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    metrics = final_metrics(out)
+    log(f"{label}: {config}: {metrics}")
+    return final, metrics
+
+
+def group_teacher(group: Group, quick: bool, work: str, env: dict) -> Tuple[str, Dict]:
+    """(weights, final metrics) of the group's teacher (after what the group requires), see
+    :func:`trained`; --quick: random weights of its architecture, nothing required."""
     if quick:
+        from luminet_det import load_config
+
         path = os.path.join(work, group.teacher.replace(".yaml", ".pth"))
         if not os.path.isfile(path):
             from detectron2.modeling import build_model
 
-            cfg.MODEL.DEVICE = "cpu"
+            cfg = load_config(os.path.join(DIGITS, group.teacher))
+            cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS = "cpu", ""
             torch.save({"model": build_model(cfg).state_dict()}, path)
         return path, {}
-    out = os.path.join(ROOT, cfg.OUTPUT_DIR)
-    final = os.path.join(out, "model_final.pth")
-    if not os.path.isfile(final):
-        log(f"{group.key}: training the teacher ({group.teacher}) first")
-        cmd = [sys.executable, "tools/train_net.py", "--config-file", config]
-        subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True)
-    metrics = final_metrics(out)
-    log(f"{group.key}: teacher {group.teacher}: {metrics}")
-    return final, metrics
+    for config in group.requires:
+        trained(config, env, group.key)
+    return trained(group.teacher, env, f"{group.key} teacher")
 
 
 def run(

@@ -36,7 +36,7 @@ FEATURE_LOSSES = ("reviewkd",)
 #: "<name>_sigmoid" (luminet_det/losses/dense.py); DKD and logitstd are softmax-only.
 DENSE_LOGIT_LOSSES = ("luminet", "kd")
 #: MODEL.DISTILL.DENSE.ANCHORS values: which anchors of a one-stage head are distilled.
-DENSE_ANCHORS = ("valid", "foreground")
+DENSE_ANCHORS = ("relevant", "valid", "foreground")
 #: student META_ARCHITECTURE -> the META_ARCHITECTURE its teachers must have
 TEACHER_ARCHITECTURE = {"DistillRCNN": "GeneralizedRCNN", "DistillRetinaNet": "RetinaNet"}
 _ONE_STAGE = ("RetinaNet", "DistillRetinaNet")
@@ -148,10 +148,13 @@ def add_luminet_config(cfg: CN) -> None:
 
     _C.MODEL.DISTILL.DENSE = CN()
     # One-stage students (DistillRetinaNet) only: which anchors enter the logit losses and
-    # LumiNet's column statistics. "valid": every anchor the focal loss trains on (all but the
-    # ignored ones: the teacher's low scores on background are knowledge too); "foreground":
-    # only the anchors matched to a ground-truth box.
-    _C.MODEL.DISTILL.DENSE.ANCHORS = "valid"
+    # LumiNet's column statistics. "relevant": the anchors matched to a box plus those the
+    # teacher scores at least MODEL.RETINANET.SCORE_THRESH_TEST for some class (what it would
+    # report at inference: its hard negatives included, the mass of easy background not);
+    # "valid": every anchor the focal loss trains on (all but the ignored ones; with LumiNet
+    # the easy background then dominates every column's statistics and the loss); "foreground":
+    # only the anchors matched to a box.
+    _C.MODEL.DISTILL.DENSE.ANCHORS = "relevant"
 
     _C.MODEL.DISTILL.REVIEWKD = CN()
     # Weight (>= 0) of loss_reviewkd (mdistiller's detection recipes: 1.2 for R-101 -> R-18,

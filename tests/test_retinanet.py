@@ -160,14 +160,32 @@ def test_distillation_reaches_the_student_classifier_not_the_teacher(tmp_path, l
     assert not model.teacher.training
 
 
-def test_foreground_anchors_option_changes_the_rows(tmp_path):
-    losses = {}
-    for anchors in ("valid", "foreground"):
+def test_anchor_rows_by_hand():
+    # one image, five anchors, K = 2: labels fg 0, bg, ignored, fg 1, bg
+    labels = torch.tensor([[0, 2, -1, 1, 2]])
+    record = DenseRecord({}, torch.zeros(1, 5, 2), labels)
+    # the teacher is confident (>= 0.05) on anchors 1 and 2 only
+    t = torch.full((1, 5, 2), -10.0)
+    t[0, 1, 1] = t[0, 2, 0] = math.log(0.1 / 0.9)  # sigmoid = 0.1
+    rows = {a: record.rows(a, t, 0.05)[0].tolist() for a in ("valid", "foreground", "relevant")}
+    assert rows["valid"] == [True, True, False, True, True]
+    assert rows["foreground"] == [True, False, False, True, False]
+    # foreground plus the valid anchors the teacher would report (not the ignored one)
+    assert rows["relevant"] == [True, True, False, True, False]
+
+
+def test_anchors_option_changes_the_rows(tmp_path):
+    counts = {}
+    for anchors in ("valid", "relevant", "foreground"):
         cfg = distill_retinanet_cfg(tmp_path)
         cfg.MODEL.DISTILL.DENSE.ANCHORS = anchors
+        cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.012  # random teacher: scores about 0.01
         torch.manual_seed(0)
-        losses[anchors] = step(build_model(cfg).train(), batch(2, size=64))["loss_luminet"]
-    assert losses["valid"].item() != pytest.approx(losses["foreground"].item())
+        with EventStorage(0) as storage:
+            torch.manual_seed(42)
+            build_model(cfg).train()(batch(2, size=64))
+            counts[anchors] = storage.latest()["distill_anchors"][0]
+    assert counts["foreground"] < counts["relevant"] < counts["valid"]
 
 
 def test_unsupported_teachers_and_losses_are_refused(tmp_path):
@@ -178,7 +196,7 @@ def test_unsupported_teachers_and_losses_are_refused(tmp_path):
     bad = distill_retinanet_cfg(tmp_path)
     bad.MODEL.DISTILL.DENSE.ANCHORS = "positive"
     with pytest.raises(
-        ConfigError, match=r"DENSE.ANCHORS must be one of \['valid', 'foreground'\]"
+        ConfigError, match=r"DENSE.ANCHORS must be one of \['relevant', 'valid', 'foreground'\]"
     ):
         build_model(bad)
     other_anchors = tiny_retinanet_cfg(depth=34, sizes=(10, 20, 40, 80, 160))

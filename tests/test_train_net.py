@@ -245,3 +245,23 @@ def test_weights_that_cannot_be_downloaded_or_found_say_how_to_provide_them(env,
     out = _user_error(env, "MODEL.WEIGHTS", "checkpoints/nope.pkl", "OUTPUT_DIR", str(tmp_path))
     assert "MODEL.WEIGHTS 'checkpoints/nope.pkl' does not exist" in out
     assert "tools/convert_torchvision_to_d2.py" in out
+
+
+def test_retinanet_student_check_teacher_refuses_a_random_retinanet_teacher(env, tmp_path):
+    config = os.path.join(ROOT, "configs", "Digits-Detection", "luminet_retinanet_R50_R18.yaml")
+    from luminet_det.modeling.teacher import load_teacher_cfg
+
+    cfg = load_config(config)
+    tcfg = load_teacher_cfg(cfg.MODEL.DISTILL.TEACHER_CONFIG, [], "cpu", "RetinaNet")
+    torch.manual_seed(0)
+    weights = str(tmp_path / "retina_teacher.pth")
+    torch.save({"model": build_model(tcfg).state_dict()}, weights)
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", config]
+    cmd += ["--check-teacher", "MODEL.DISTILL.TEACHER_WEIGHTS", weights, "MODEL.WEIGHTS", ""]
+    cmd += ["OUTPUT_DIR", str(tmp_path / "out"), "DATALOADER.NUM_WORKERS", "0"]
+    proc = subprocess.run(cmd, env=env["env"], capture_output=True, text=True, cwd=ROOT)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-4000:]
+    assert "below the minimum 1.0" in out and "Traceback" not in out
+    # the teacher checked is a RetinaNet scored by COCO AP on the set's val split
+    assert "retinanet" in out.lower()

@@ -367,7 +367,7 @@ def evaluate_checkpoint(cfg, checkpoint: str, arch: Optional[str] = None) -> Dic
     arch = arch or (state.get("arch") if isinstance(state, dict) else None) or cfg.MODEL.STUDENT
     device = _device(cfg)
     classes = num_classes(cfg.DATA.NAME, cfg.DATA.ROOT)
-    model = build_model(arch, classes, checkpoint, trusted=trusted).to(device)
+    model = build_model(arch, classes, checkpoint, trusted=trusted, loaded=state).to(device)
     loader = DataLoader(
         build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=False, size=cfg.DATA.INPUT_SIZE),
         256,

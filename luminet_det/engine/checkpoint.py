@@ -55,5 +55,7 @@ def check_student_weights(cfg: CfgNode, resume: bool) -> None:
         cfg.MODEL.WEIGHTS,
         "MODEL.WEIGHTS",
         hint="The paper's students start from torchvision's ImageNet weights converted with "
-        "tools/convert_torchvision_to_d2.py (README: The paper's COCO configs).",
+        "tools/convert_torchvision_to_d2.py (README: The paper's COCO configs); a path under "
+        "output/ is another run's result: train that run first (the config's comment names "
+        "it, e.g. the built-in RetinaNet configs start from the Faster R-CNN runs' backbones).",
     )

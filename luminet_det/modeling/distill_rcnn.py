@@ -108,16 +108,6 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
         return ret
 
     # ------------------------------------------------------------------------------ forward
-    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
-        """Student losses plus ``loss_<name>`` per distillation loss in training; the
-        student's predictions (as GeneralizedRCNN) in inference."""
-        if not self.training or not self.distilling:
-            return super().forward(batched_inputs)
-        losses, record = self.forward_student(batched_inputs)
-        teacher = self.teacher_outputs(batched_inputs, record)
-        losses.update(self.distillation_losses(record, teacher))
-        return losses
-
     def forward_student(
         self, batched_inputs: List[Dict[str, torch.Tensor]]
     ) -> Tuple[Dict[str, torch.Tensor], StudentRecord]:
@@ -130,7 +120,7 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
         """
         assert self.training, "forward_student is the training forward: call model.train()"
         with self._recording() as recorded:
-            losses = super().forward(batched_inputs)
+            losses = self._stock_forward(batched_inputs)
         stages = [
             Stage(recorded["proposals"][k], recorded["logits"][k]) for k in range(self._stages)
         ]

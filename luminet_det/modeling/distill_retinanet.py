@@ -96,7 +96,7 @@ class DistillRetinaNet(Distiller, RetinaNet):
         feature_losses: Optional[Mapping[str, nn.Module]] = None,
         loss_weights: Optional[Mapping[str, float]] = None,
         warmup_iters: int = 0,
-        anchors: str = "valid",
+        anchors: str = "relevant",
         **kwargs,
     ):
         """
@@ -110,8 +110,9 @@ class DistillRetinaNet(Distiller, RetinaNet):
                 teacher_features)`` on the backbone outputs.
             loss_weights (dict[str, float]): name -> weight >= 0, one per loss above.
             warmup_iters (int): >= 0; weights ramp as ``min(iter / warmup_iters, 1)``.
-            anchors (str): which anchors enter the logit losses, "valid" or "foreground"
-                (:meth:`~luminet_det.modeling.records.DenseRecord.rows`).
+            anchors (str): which anchors enter the logit losses: "relevant", "valid" or
+                "foreground" (:meth:`~luminet_det.modeling.records.DenseRecord.rows`; "relevant"
+                uses the teacher's scores against ``test_score_thresh``).
             kwargs: the arguments of :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
@@ -151,16 +152,6 @@ class DistillRetinaNet(Distiller, RetinaNet):
         return ret
 
     # ------------------------------------------------------------------------------ forward
-    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
-        """Student losses plus ``loss_<name>`` per distillation loss in training; the
-        student's predictions (as RetinaNet) in inference."""
-        if not self.training or not self.distilling:
-            return super().forward(batched_inputs)
-        losses, record = self.forward_student(batched_inputs)
-        teacher = self.teacher_outputs(batched_inputs, record)
-        losses.update(self.distillation_losses(record, teacher))
-        return losses
-
     def forward_student(
         self, batched_inputs: List[Dict[str, torch.Tensor]]
     ) -> Tuple[Dict[str, torch.Tensor], DenseRecord]:
@@ -168,7 +159,7 @@ class DistillRetinaNet(Distiller, RetinaNet):
         of it: features, every anchor's class logits and the anchor matcher's labels."""
         assert self.training, "forward_student is the training forward: call model.train()"
         with self._recording() as recorded:
-            losses = super().forward(batched_inputs)
+            losses = self._stock_forward(batched_inputs)
         logits = self._anchor_logits(recorded["predictions"][0])
         labels = torch.stack(recorded["labels"])
         assert labels.shape == logits.shape[:2], f"{labels.shape} vs {logits.shape}"
@@ -211,11 +202,11 @@ class DistillRetinaNet(Distiller, RetinaNet):
         storage = current_storage()
         terms = {}
         if self.logit_losses:
-            rows = record.rows(self.anchors)
+            iteration = storage.iter if storage is not None else None
+            check_finite("the teacher's anchor logits", teacher.logits, iteration)
+            rows = record.rows(self.anchors, teacher.logits, self.test_score_thresh)
             student, labels = record.logits[rows], record.labels[rows]
             t_logits = teacher.logits[rows]
-            iteration = storage.iter if storage is not None else None
-            check_finite("the teacher's anchor logits", t_logits, iteration)
             if storage is not None:
                 storage.put_scalar("distill_anchors", float(student.shape[0]))
             for name, loss in self.logit_losses.items():

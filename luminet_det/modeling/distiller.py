@@ -142,6 +142,26 @@ class Distiller(nn.Module):
         """Whether any distillation loss is configured."""
         return bool(self.logit_losses or self.feature_losses)
 
+    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
+        """Student losses plus ``loss_<name>`` per distillation loss in training; the
+        student's predictions (those of the stock model) in inference. A training step is
+        three calls, each public for code that needs the intermediate values::
+
+            losses, record = self.forward_student(batched_inputs)   # the stock forward
+            teacher = self.teacher_outputs(batched_inputs, record)  # frozen, no_grad
+            losses.update(self.distillation_losses(record, teacher))
+        """
+        if not self.training or not self.distilling:
+            return self._stock_forward(batched_inputs)
+        losses, record = self.forward_student(batched_inputs)
+        teacher = self.teacher_outputs(batched_inputs, record)
+        losses.update(self.distillation_losses(record, teacher))
+        return losses
+
+    def _stock_forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
+        """The stock meta-architecture's forward (the class after Distiller in the MRO)."""
+        return super().forward(batched_inputs)
+
     def train(self, mode: bool = True):
         """Switch the student's mode; the teachers always stay in eval mode."""
         super().train(mode)

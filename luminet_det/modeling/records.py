@@ -79,14 +79,27 @@ class DenseRecord:
     logits: torch.Tensor
     labels: torch.Tensor
 
-    def rows(self, anchors: str) -> torch.Tensor:
+    def rows(
+        self,
+        anchors: str,
+        teacher_logits: Optional[torch.Tensor] = None,
+        score_thresh: float = 0.05,
+    ) -> torch.Tensor:
         """(N, R) bool: the anchors that enter the logit losses. ``"valid"``: every anchor the
-        focal loss trains on (label >= 0); ``"foreground"``: anchors matched to a box."""
+        focal loss trains on (label >= 0); ``"foreground"``: anchors matched to a box;
+        ``"relevant"``: the foreground anchors and the valid anchors the teacher scores at
+        least ``score_thresh`` for some class (those it would report at inference, hard
+        negatives included), which needs ``teacher_logits`` (N, R, K)."""
         valid = self.labels >= 0
+        foreground = valid & (self.labels < self.logits.shape[-1])
         if anchors == "valid":
             return valid
-        assert anchors == "foreground", f"anchors must be 'valid' or 'foreground', not {anchors!r}"
-        return valid & (self.labels < self.logits.shape[-1])
+        if anchors == "foreground":
+            return foreground
+        assert anchors == "relevant", f"unknown anchors {anchors!r}"
+        assert teacher_logits is not None, "anchors 'relevant' needs the teacher's logits"
+        confident = teacher_logits.max(dim=-1).values.sigmoid() >= score_thresh
+        return foreground | (valid & confident)
 
 
 @dataclass

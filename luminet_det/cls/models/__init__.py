@@ -81,19 +81,27 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
 
 
 def build_model(
-    name: str, num_classes: int, weights: Optional[str] = None, *, trusted: bool = False
+    name: str,
+    num_classes: int,
+    weights: Optional[str] = None,
+    *,
+    trusted: bool = False,
+    loaded: Optional[Dict] = None,
 ) -> nn.Module:
     """Build ``name`` from :data:`MODELS` with ``num_classes`` outputs; load ``weights`` (a
     checkpoint of this module, or a torchvision state dict for the ImageNet models) as data
     (:func:`luminet_det.runio.load_checkpoint`); ``trusted`` lets a file that needs full
-    unpickling load (``MODEL.TRUSTED_CHECKPOINTS``)."""
+    unpickling load (``MODEL.TRUSTED_CHECKPOINTS``); ``loaded``: the contents of ``weights``
+    when the caller has read the file already (it is then not read again)."""
     if name not in MODELS:
         raise ConfigError(f"Unknown model {name!r}; available: {sorted(MODELS)}.")
     model = MODELS[name](num_classes=num_classes)
     if weights:
-        state = load_checkpoint(
-            weights, trusted=trusted, opt_in=f"MODEL.TRUSTED_CHECKPOINTS=['{weights}']"
-        )
+        state = loaded
+        if state is None:
+            state = load_checkpoint(
+                weights, trusted=trusted, opt_in=f"MODEL.TRUSTED_CHECKPOINTS=['{weights}']"
+            )
         state = state.get("model", state) if isinstance(state, dict) else state
         state = _to_our_names(state, model, weights)
         missing, unexpected = model.load_state_dict(state, strict=False)
