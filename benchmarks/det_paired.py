@@ -28,6 +28,7 @@ from .common import (
 )
 
 METRIC_NAMES = {"bbox/AP": "box AP", "segm/AP": "mask AP"}
+_ALL_ANCHORS = ("MODEL.DISTILL.DENSE.ANCHORS", "valid")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class Group:
         key (str): its section name in benchmarks/run.py.
         title (str): the heading.
         teacher (str): the teacher's config in configs/Digits-Detection/.
-        methods (tuple[(str, str)]): (label, config) of every student, in report order.
+        methods (tuple): (label, config) or (label, config, overrides) of every student, in
+            report order; overrides are KEY VALUE pairs of tools/train_net.py.
         metrics (tuple[str]): detectron2 metric keys reported, the first compared per seed.
         reference (str): the label every other method is compared with.
         requires (tuple[str]): configs whose trained weights the group's configs start from
@@ -48,7 +50,7 @@ class Group:
     key: str
     title: str
     teacher: str
-    methods: Tuple[Tuple[str, str], ...]
+    methods: Tuple[tuple, ...]
     metrics: Tuple[str, ...] = ("bbox/AP",)
     reference: str = "LumiNet"
     requires: Tuple[str, ...] = ()
@@ -90,6 +92,9 @@ GROUPS: Dict[str, Group] = {
                 ("student alone", "student_retinanet_R_18_FPN.yaml"),
                 ("KD", "kd_retinanet_R50_R18.yaml"),
                 ("LumiNet", "luminet_retinanet_R50_R18.yaml"),
+                # what else was tried: every valid anchor as the rows (KD's usual form)
+                ("KD, all anchors", "kd_retinanet_R50_R18.yaml", _ALL_ANCHORS),
+                ("LumiNet, all anchors", "luminet_retinanet_R50_R18.yaml", _ALL_ANCHORS),
             ),
             # the RetinaNet teacher and students start from these backbones (their configs)
             requires=("teacher_R_50_FPN.yaml", "student_R_18_FPN.yaml"),
@@ -205,16 +210,18 @@ def run(
 
     teacher, t_metrics = group_teacher(group, quick, work, env)
     metrics, runs = {}, []
-    for label, config in group.methods:
+    for label, config, *overrides in group.methods:
+        extra = list(overrides[0]) if overrides else []
         distilled = load_config(os.path.join(DIGITS, config)).MODEL.META_ARCHITECTURE
         distilled = distilled in TEACHER_ARCHITECTURE
         metrics[label] = []
+        # by config (and overrides), not by group: the same student alone is shared by groups
+        name = "_".join([config.replace(".yaml", "")] + [str(x).split(".")[-1] for x in extra])
         for seed in range(seeds):
-            # by config, not by group: the same student alone is shared by groups
-            out = os.path.join(work, "det", config.replace(".yaml", ""), f"seed{seed}")
+            out = os.path.join(work, "det", name, f"seed{seed}")
             weights = teacher if distilled else None
-            train_detector(f"{group.key}: {label}", config, out, seed, weights, quick, env)
-            command = ["python"] + detector_command(config, out, seed, weights, quick)[1:]
+            train_detector(f"{group.key}: {label}", config, out, seed, weights, quick, env, extra)
+            command = ["python"] + detector_command(config, out, seed, weights, quick, extra)[1:]
             row = final_metrics(out)
             metrics[label].append(row)
             runs.append(

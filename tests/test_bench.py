@@ -70,6 +70,8 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         ("retinanet", "student alone"),
         ("retinanet", "KD"),
         ("retinanet", "LumiNet"),
+        ("retinanet", "KD, all anchors"),
+        ("retinanet", "LumiNet, all anchors"),
     }
     for r in runs:
         if "group" in r:  # rerunnable from the repository, with its final box AP

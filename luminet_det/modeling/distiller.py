@@ -90,10 +90,14 @@ class Distiller(nn.Module):
     """Mixin of a student detector trained against frozen teachers; listed before the stock
     meta-architecture (``class DistillRCNN(Distiller, GeneralizedRCNN)``).
 
-    The subclass calls :meth:`_init_distillation` at the end of its ``__init__`` and
-    :meth:`_finish_losses` on its unweighted distillation terms. The teachers stay frozen and
-    in eval mode whatever ``train()`` is called with, and are not part of ``state_dict()``
-    (they are rebuilt from their own configs and weights).
+    The subclass calls :meth:`_init_distillation` at the end of its ``__init__`` and defines
+    the three steps of :meth:`forward` in training: ``forward_student(batched_inputs) ->
+    (losses, record)`` (the stock forward, through :meth:`_stock_forward`),
+    ``teacher_outputs(batched_inputs, record) -> TeacherOutputs`` and
+    ``distillation_losses(record, teacher) -> dict``, which ends with :meth:`_finish_losses`
+    on its unweighted terms. The teachers stay frozen and in eval mode whatever ``train()`` is
+    called with, and are not part of ``state_dict()`` (they are rebuilt from their own configs
+    and weights).
     """
 
     def _init_distillation(
