@@ -9,6 +9,8 @@ config, command and final metrics (``run_records``, written beside the results).
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -82,6 +84,8 @@ GROUPS: Dict[str, Group] = {
             (
                 ("student alone", "student_R_18_FPN.yaml"),
                 ("LumiNet", "luminet_cascade_R50_R18.yaml"),
+                # the same combined teacher target with KD (T 1, weight 1)
+                ("KD", "luminet_cascade_R50_R18.yaml", ("MODEL.DISTILL.LOSSES", "['kd']")),
             ),
         ),
         Group(
@@ -216,7 +220,10 @@ def run(
         distilled = distilled in TEACHER_ARCHITECTURE
         metrics[label] = []
         # by config (and overrides), not by group: the same student alone is shared by groups
-        name = "_".join([config.replace(".yaml", "")] + [str(x).split(".")[-1] for x in extra])
+        name = "_".join(
+            [config.replace(".yaml", "")]
+            + [re.sub(r"[^A-Za-z0-9]+", "", str(x).split(".")[-1]) for x in extra]
+        )
         for seed in range(seeds):
             out = os.path.join(work, "det", name, f"seed{seed}")
             weights = teacher if distilled else None
@@ -230,7 +237,7 @@ def run(
                     "method": label,
                     "seed": seed,
                     "config": _rel(os.path.join(DIGITS, config)),
-                    "command": " ".join(_rel(x) for x in command),
+                    "command": shlex.join(_rel(x) for x in command),
                     **row,
                 }
             )

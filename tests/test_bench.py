@@ -67,6 +67,7 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         ("mask", "LumiNet"),
         ("cascade", "student alone"),
         ("cascade", "LumiNet"),
+        ("cascade", "KD"),
         ("retinanet", "student alone"),
         ("retinanet", "KD"),
         ("retinanet", "LumiNet"),

@@ -24,7 +24,9 @@ def test_perception_column_mean_zero_and_biased_std_one():
     torch.manual_seed(0)
     z = torch.randn(64, 7) * torch.tensor([0.1, 1, 5, 20, 3, 0.5, 9]) + torch.arange(7.0) * 10
     h = perception(z)
-    torch.testing.assert_close(h.mean(0), torch.zeros(7), atol=1e-5, rtol=0)
+    # float32: a column with mean 50 and std 0.5 keeps |mean| / std * 1.2e-7 ~ 1e-5 of rounding
+    # (how it falls depends on the thread count); 5e-5 is still far below any real offset
+    torch.testing.assert_close(h.mean(0), torch.zeros(7), atol=5e-5, rtol=0)
     # biased std is sqrt(var / (var + eps)): 1 up to eps
     torch.testing.assert_close(h.std(0, unbiased=False), torch.ones(7), atol=2e-3, rtol=0)
 
