@@ -239,6 +239,11 @@ def train_detector(
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     ap = final_ap(out)
     log(f"  AP {ap:.2f} ({time.time() - t0:.0f} s)")
+    # the periodic checkpoints of a finished run: only model_final.pth is reused (dozens of
+    # runs' intermediate checkpoints filled this machine's disk)
+    for name in os.listdir(out):
+        if name.startswith("model_0") and name.endswith(".pth"):
+            os.remove(os.path.join(out, name))
     return ap
 
 
