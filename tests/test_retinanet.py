@@ -10,9 +10,9 @@ from detectron2.config import get_cfg
 from detectron2.modeling import RetinaNet, build_model
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.utils.events import EventStorage
-from tiny import ROOT, batch, save_teacher
+from tiny import batch, save_teacher, tiny_retinanet_cfg
 
-from luminet_det import add_luminet_config, export_student
+from luminet_det import export_student
 from luminet_det.errors import ConfigError
 from luminet_det.losses import (
     build_logit_loss,
@@ -21,8 +21,6 @@ from luminet_det.losses import (
     sigmoid_luminet_loss,
 )
 from luminet_det.modeling import DenseRecord, DistillRetinaNet, student_state_dict
-
-BASE = os.path.join(ROOT, "configs", "Base-RetinaNet.yaml")
 
 
 # --------------------------------------------------------------------------- the losses
@@ -83,22 +81,6 @@ def test_sigmoid_losses_edge_cases_and_refusals():
 
 
 # --------------------------------------------------------------------------- the detector
-def tiny_retinanet_cfg(num_classes=3, depth=18, sizes=(8, 16, 32, 64, 128)):
-    cfg = get_cfg()
-    add_luminet_config(cfg)
-    cfg.merge_from_file(BASE)
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.RESNETS.DEPTH = depth
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth in (18, 34) else 256
-    cfg.MODEL.BACKBONE.FREEZE_AT = 0
-    cfg.MODEL.FPN.OUT_CHANNELS = 32
-    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[s] for s in sizes]
-    cfg.MODEL.RETINANET.NUM_CLASSES = num_classes
-    cfg.MODEL.RETINANET.NUM_CONVS = 1
-    return cfg
-
-
 def distill_retinanet_cfg(tmp_path, losses=("luminet",), teacher_cfg=None, **kwargs):
     os.makedirs(tmp_path, exist_ok=True)
     config, weights = save_teacher(tmp_path, teacher_cfg or tiny_retinanet_cfg(depth=34))

@@ -13,19 +13,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(ROOT, "configs", "Base-RCNN-FPN.yaml")
 
 
-def tiny_cfg(num_classes=3, depth=18, fmt="BGR", norm="FrozenBN", seed_offset=0):
-    """A GeneralizedRCNN R-18 FPN config with small heads, CPU, 64 px images."""
+def _small_resnet_fpn(base, depth, sizes=(8, 16, 32, 64, 128)):
+    """``base`` (a config file) with the plugin's node, on CPU, from scratch, a ResNet of
+    ``depth`` with FPN 32 and one anchor size per level."""
     cfg = get_cfg()
     add_luminet_config(cfg)
-    cfg.merge_from_file(BASE)
+    cfg.merge_from_file(base)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.RESNETS.DEPTH = depth
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth in (18, 34) else 256
-    cfg.MODEL.RESNETS.NORM = norm
     cfg.MODEL.BACKBONE.FREEZE_AT = 0
     cfg.MODEL.FPN.OUT_CHANNELS = 32
-    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[8], [16], [32], [64], [128]]
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[s] for s in sizes]
+    return cfg
+
+
+def tiny_cfg(num_classes=3, depth=18, fmt="BGR", norm="FrozenBN", seed_offset=0):
+    """A GeneralizedRCNN R-18 FPN config with small heads, CPU, 64 px images."""
+    cfg = _small_resnet_fpn(BASE, depth)
+    cfg.MODEL.RESNETS.NORM = norm
     cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 200
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 64
     cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = 200
@@ -37,6 +44,14 @@ def tiny_cfg(num_classes=3, depth=18, fmt="BGR", norm="FrozenBN", seed_offset=0)
     if fmt == "RGB":
         cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
         cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+    return cfg
+
+
+def tiny_retinanet_cfg(num_classes=3, depth=18, sizes=(8, 16, 32, 64, 128)):
+    """A RetinaNet config (configs/Base-RetinaNet.yaml) with a one-conv head, CPU, from scratch."""
+    cfg = _small_resnet_fpn(os.path.join(ROOT, "configs", "Base-RetinaNet.yaml"), depth, sizes)
+    cfg.MODEL.RETINANET.NUM_CLASSES = num_classes
+    cfg.MODEL.RETINANET.NUM_CONVS = 1
     return cfg
 
 

@@ -33,8 +33,7 @@ from .functional import (
     _check_pair,
     _check_positive,
     _empty_loss,
-    _standardize_columns,
-    perception,
+    _perception_over_t,
 )
 
 __all__ = ["binary_kl", "sigmoid_kd_loss", "sigmoid_luminet_loss", "foreground_count"]
@@ -150,14 +149,9 @@ def sigmoid_luminet_loss(
     if student_logits.shape[0] == 0:
         return _empty_loss(student_logits)
 
-    def standardise(z, moments):
-        if moments is None:
-            return _standardize_columns(z, eps, 1.0 / temperature)
-        return perception(z, eps, mean=moments[0], var=moments[1]) / temperature
-
-    h_s = standardise(_as_float(student_logits), student_moments)
+    h_s = _perception_over_t(_as_float(student_logits), eps, temperature, student_moments)
     with torch.no_grad():
         t = _as_float(teacher_logits.detach()).to(h_s.dtype)
         t_moments = None if teacher_moments is None else tuple(m.detach() for m in teacher_moments)
-        h_t = standardise(t, t_moments)
+        h_t = _perception_over_t(t, eps, temperature, t_moments)
     return binary_kl(h_t, h_s).sum() / normaliser

@@ -92,6 +92,20 @@ def _standardize_columns(z: torch.Tensor, eps: float, scale: float = 1.0) -> tor
     return F.batch_norm(z, None, None, weight, None, True, 0.0, eps)
 
 
+def _perception_over_t(
+    z: torch.Tensor,
+    eps: float,
+    temperature: float,
+    moments: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+) -> torch.Tensor:
+    """``perception(z) / T`` of float logits (N >= 1, C): with the batch's own statistics in one
+    fused operation, or with the given (mean, biased var) moments (detached if they are the
+    teacher's, by the caller)."""
+    if moments is None:
+        return _standardize_columns(z, eps, 1.0 / temperature)
+    return perception(z, eps, mean=moments[0], var=moments[1]) / temperature
+
+
 def perception(
     logits: torch.Tensor,
     eps: float = 1e-5,
@@ -177,19 +191,10 @@ def luminet_loss(
     _check_positive("eps", eps)
     if student_logits.shape[0] == 0:
         return _empty_loss(student_logits)
-    s_mean, s_var = student_moments if student_moments is not None else (None, None)
-    t_mean, t_var = teacher_moments if teacher_moments is not None else (None, None)
-    if s_mean is None:  # batch statistics: h_S / T in one fused operation
-        _check_logits("student_logits", student_logits)
-        h_s = _standardize_columns(_as_float(student_logits), eps, 1.0 / temperature)
-    else:
-        h_s = perception(student_logits, eps, mean=s_mean, var=s_var) / temperature
+    h_s = _perception_over_t(_as_float(student_logits), eps, temperature, student_moments)
     with torch.no_grad():  # the teacher's side is a constant of the loss
         t = _as_float(teacher_logits.detach()).to(h_s.dtype)
-        if t_mean is None:
-            h_t = _standardize_columns(t, eps, 1.0 / temperature)
-        else:
-            h_t = perception(t, eps, mean=t_mean.detach(), var=t_var.detach()) / temperature
+        h_t = _perception_over_t(t, eps, temperature, teacher_moments)
         log_p_t = F.log_softmax(h_t, dim=1)
     kl = F.kl_div(F.log_softmax(h_s, dim=1), log_p_t, reduction="sum", log_target=True)
     return kl / student_logits.shape[0]
