@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List
 
-from .common import ROOT, cls_teacher, log, mean_std, paired_lines, quick_cls, train_cls
+from .common import ROOT, cls_teacher, log, mean_std, paired_lines, quick_cls, rel, train_cls
 
 CONFIGS = os.path.join(ROOT, "configs", "Digits-Classification-Hard")
 TEACHER = "teacher_wrn_40_2.yaml"
@@ -63,10 +63,6 @@ class PairedClassification:
         }
 
 
-def _rel(path: str) -> str:
-    return os.path.relpath(path, ROOT) if os.path.isabs(path) else path
-
-
 def run(seeds: int, quick: bool, work: str) -> PairedClassification:
     teacher, t_metrics = cls_teacher(
         os.path.join(CONFIGS, TEACHER), os.path.join(work, "cls_hard", "teacher"), quick, "hard"
@@ -82,14 +78,14 @@ def run(seeds: int, quick: bool, work: str) -> PairedClassification:
             row = {k: r[k] for k in ("top1", "ece", "fpr95")}
             metrics[name].append(row)
             # the command as it runs from the repository (paths relative to it)
-            args = [f"{k}={_rel(v)}" for k, v in (o.split("=", 1) for o in overrides)]
+            args = [f"{k}={rel(v)}" for k, v in (o.split("=", 1) for o in overrides)]
             args += quick_cls(quick)
             runs.append(
                 {
                     "method": name,
                     "seed": seed,
-                    "config": _rel(config),
-                    "command": f"python -m luminet_det.cls train --config {_rel(config)} "
+                    "config": rel(config),
+                    "command": f"python -m luminet_det.cls train --config {rel(config)} "
                     + " ".join(args),
                     **row,
                 }

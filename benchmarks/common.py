@@ -15,7 +15,10 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, "configs", "Digits-Detection")
+TEACHER_CONFIG = "teacher_R_50_FPN.yaml"  # the built-in set's Faster R-CNN teacher
 TEACHER_FINAL = os.path.join(ROOT, "output", "digits", "teacher_R_50_FPN", "model_final.pth")
+#: the metrics of a detection run that the tables report
+METRIC_NAMES = {"bbox/AP": "box AP", "segm/AP": "mask AP"}
 
 
 @dataclass(frozen=True)
@@ -139,34 +142,33 @@ def distill_cfg(losses: Sequence[str], teacher_weights: str, quick: bool):
     return cfg
 
 
+def random_weights(config: str, work: str) -> str:
+    """A checkpoint of ``config``'s (in configs/Digits-Detection/) architecture with random
+    weights, written once into ``work``: the teacher of --quick runs and of timing runs (step
+    times do not depend on the weights' values)."""
+    path = os.path.join(work, config.replace(".yaml", ".pth"))
+    if not os.path.isfile(path):
+        from detectron2.modeling import build_model
+
+        from luminet_det import load_config
+
+        cfg = load_config(os.path.join(DIGITS, config))
+        cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS = "cpu", ""
+        torch.save({"model": build_model(cfg).state_dict()}, path)
+    return path
+
+
 def stand_in_teacher(work: str, quick: bool) -> str:
     """Weights for timing runs: the demo's trained teacher when there is one (not --quick),
-    else random weights of its architecture written once per run (step times do not depend
-    on the weights' values)."""
+    else :func:`random_weights` of its architecture."""
     if os.path.isfile(TEACHER_FINAL) and not quick:
         return TEACHER_FINAL
-    path = os.path.join(work, "teacher.pth")
-    if os.path.isfile(path):
-        return path
-    from detectron2.modeling import build_model
-
-    from luminet_det import load_config
-    from luminet_det.modeling import load_teacher_cfg
-
-    cfg = load_config(os.path.join(DIGITS, METHOD["LumiNet"].config))
-    tcfg = load_teacher_cfg(cfg.MODEL.DISTILL.TEACHER_CONFIG, [], "cpu")
-    torch.save({"model": build_model(tcfg).state_dict()}, path)
-    return path
+    return random_weights(TEACHER_CONFIG, work)
 
 
 def final_ap(output_dir: str) -> float:
     """The last box AP of a detectron2 run."""
-    from luminet_det.runio import last_box_ap
-
-    row = last_box_ap(output_dir)
-    if row is None:
-        raise ValueError(f"No box AP in {output_dir}/metrics.json.")
-    return row["bbox/AP"]
+    return final_metrics(output_dir)["bbox/AP"]
 
 
 def finished(output_dir: str) -> bool:
@@ -181,17 +183,46 @@ def finished(output_dir: str) -> bool:
     return ap == ap
 
 
-def detection_teacher(quick: bool, work: str, env: Optional[dict]):
-    """(weights, AP) of the built-in set's R-50-FPN teacher, trained first if needed (quick:
-    random weights of the right architecture, AP nan)."""
+def final_metrics(output_dir: str) -> Dict[str, float]:
+    """The last evaluation row of a detectron2 run (box AP, mask AP when evaluated)."""
+    from luminet_det.runio import last_box_ap
+
+    row = last_box_ap(output_dir)
+    if row is None:
+        raise ValueError(f"No box AP in {output_dir}/metrics.json.")
+    return {k: v for k, v in row.items() if k in METRIC_NAMES}
+
+
+def trained(config: str, env: Optional[dict], label: str) -> Tuple[str, Dict[str, float]]:
+    """(model_final.pth, final metrics) of ``config`` (in configs/Digits-Detection/) trained
+    with tools/train_net.py into its OUTPUT_DIR; trained first if not there yet."""
+    from luminet_det import load_config
+
+    out = os.path.join(ROOT, load_config(os.path.join(DIGITS, config)).OUTPUT_DIR)
+    final = os.path.join(out, "model_final.pth")
+    if not os.path.isfile(final):
+        log(f"{label}: training {config} first; progress with ETA in {rel(out)}/log.txt")
+        cmd = [sys.executable, "tools/train_net.py", "--config-file", os.path.join(DIGITS, config)]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    metrics = final_metrics(out)
+    log(f"{label}: {config}: {metrics}")
+    return final, metrics
+
+
+def detection_teacher(quick: bool, work: str, env: Optional[dict]) -> Tuple[str, float]:
+    """(weights, box AP) of the built-in set's R-50-FPN teacher, see :func:`trained` (quick:
+    :func:`random_weights` of its architecture, AP nan)."""
     if quick:
-        return stand_in_teacher(work, True), float("nan")
-    if not os.path.isfile(TEACHER_FINAL):
-        log("training the teacher (teacher_R_50_FPN.yaml) first")
-        cmd = [sys.executable, "tools/train_net.py", "--config-file"]
-        cmd.append(os.path.join(DIGITS, "teacher_R_50_FPN.yaml"))
-        subprocess.run(cmd, check=True, cwd=ROOT, env=env)
-    return TEACHER_FINAL, final_ap(os.path.dirname(TEACHER_FINAL))
+        return random_weights(TEACHER_CONFIG, work), float("nan")
+    weights, metrics = trained(TEACHER_CONFIG, env, "teacher")
+    return weights, metrics["bbox/AP"]
+
+
+def rel(path: str) -> str:
+    """``path`` relative to the repository (as the results files print it)."""
+    return os.path.relpath(path, ROOT) if os.path.isabs(path) else path
 
 
 def detector_command(

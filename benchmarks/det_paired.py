@@ -11,25 +11,23 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
-
-import torch
 
 from .common import (
     DIGITS,
     METHODS,
-    ROOT,
+    METRIC_NAMES,
     detector_command,
-    log,
+    final_metrics,
     mean_std,
     paired_lines,
+    random_weights,
+    rel,
     train_detector,
+    trained,
 )
 
-METRIC_NAMES = {"bbox/AP": "box AP", "segm/AP": "mask AP"}
 _ALL_ANCHORS = ("MODEL.DISTILL.DENSE.ANCHORS", "valid")
 
 
@@ -155,52 +153,12 @@ class PairedDetection:
         return f"{self.group.key}: {METRIC_NAMES.get(first, first)}", data
 
 
-def _rel(path: str) -> str:
-    return os.path.relpath(path, ROOT) if os.path.isabs(path) else path
-
-
-def final_metrics(output_dir: str) -> Dict[str, float]:
-    """The last evaluation row of a detectron2 run (box AP, mask AP when evaluated)."""
-    from luminet_det.runio import last_box_ap
-
-    row = last_box_ap(output_dir)
-    if row is None:
-        raise ValueError(f"No box AP in {output_dir}/metrics.json.")
-    return {k: v for k, v in row.items() if k in METRIC_NAMES}
-
-
-def trained(config: str, env: dict, label: str) -> Tuple[str, Dict]:
-    """(model_final.pth, final metrics) of ``config`` (in configs/Digits-Detection/) trained
-    with tools/train_net.py into its OUTPUT_DIR; trained first if not there yet."""
-    from luminet_det import load_config
-
-    out = os.path.join(ROOT, load_config(os.path.join(DIGITS, config)).OUTPUT_DIR)
-    final = os.path.join(out, "model_final.pth")
-    if not os.path.isfile(final):
-        log(f"{label}: training {config} first; progress with ETA in {_rel(out)}/log.txt")
-        cmd = [sys.executable, "tools/train_net.py", "--config-file", os.path.join(DIGITS, config)]
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    metrics = final_metrics(out)
-    log(f"{label}: {config}: {metrics}")
-    return final, metrics
-
-
 def group_teacher(group: Group, quick: bool, work: str, env: dict) -> Tuple[str, Dict]:
     """(weights, final metrics) of the group's teacher (after what the group requires), see
-    :func:`trained`; --quick: random weights of its architecture, nothing required."""
+    :func:`~benchmarks.common.trained`; --quick: random weights of its architecture, nothing
+    required."""
     if quick:
-        from luminet_det import load_config
-
-        path = os.path.join(work, group.teacher.replace(".yaml", ".pth"))
-        if not os.path.isfile(path):
-            from detectron2.modeling import build_model
-
-            cfg = load_config(os.path.join(DIGITS, group.teacher))
-            cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS = "cpu", ""
-            torch.save({"model": build_model(cfg).state_dict()}, path)
-        return path, {}
+        return random_weights(group.teacher, work), {}
     for config in group.requires:
         trained(config, env, group.key)
     return trained(group.teacher, env, f"{group.key} teacher")
@@ -236,8 +194,8 @@ def run(
                     "group": group.key,
                     "method": label,
                     "seed": seed,
-                    "config": _rel(os.path.join(DIGITS, config)),
-                    "command": shlex.join(_rel(x) for x in command),
+                    "config": rel(os.path.join(DIGITS, config)),
+                    "command": shlex.join(rel(x) for x in command),
                     **row,
                 }
             )

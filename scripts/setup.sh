@@ -2,12 +2,14 @@
 # One idempotent set-up step behind `make demo` and `make test`.
 #
 #   1. creates .venv with Python 3.11 (if missing);
-#   2. installs the pins of requirements.txt (torch 2.14.1, torchvision 0.29.1, ...);
+#   2. installs the pins of requirements.txt (torch 2.14.1, torchvision 0.29.1, ...) with uv
+#      (pinned below; from its cache, a second environment takes seconds where pip took a
+#      minute for torch's CUDA wheels);
 #   3. installs detectron2: keeps an importable one; otherwise re-packs PyPI's
 #      sal-detectron2==0.7.2 wheel (cp310-only tag, stale _C) as a pure-Python py3-none-any
 #      wheel and installs it. LUMINET_D2=git builds the official source instead (needs
 #      internet access to GitHub and, for CUDA ops, a CUDA toolchain);
-#   4. pip install -e . (luminet_det itself).
+#   4. installs luminet_det itself in editable mode.
 #
 # A stamp in .venv records a hash of the inputs; a second run with nothing to do exits in
 # seconds. Delete .venv (or run `make clean-env`) to start over.
@@ -19,6 +21,7 @@ VENV="${LUMINET_VENV:-$ROOT/.venv}"
 PY_BOOT="${LUMINET_PYTHON:-python3.11}"
 D2_MODE="${LUMINET_D2:-wheel}"
 D2_WHEEL_VERSION="0.7.2"
+UV_VERSION="0.13.9"
 PY="$VENV/bin/python"
 
 step() { printf '\n[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -52,9 +55,13 @@ if [ ! -x "$PY" ]; then
 fi
 rm -f "$VENV"/.luminet-setup-*
 
-step "installing pinned requirements (torch, torchvision, numpy, fvcore, pycocotools, ...)"
-"$PY" -m pip install --quiet --upgrade "pip>=24"
-"$PY" -m pip install --quiet -r requirements.txt 2>&1 | { grep -v "WARNING: Location" || true; }
+# pip's warnings about this machine's unused local find-links folders are dropped (harmless)
+pip_quiet() { "$PY" -m pip "$@" --quiet 2>&1 | { grep -v "WARNING: Location" || true; }; }
+uv_install() { "$PY" -m uv pip install --quiet --python "$PY" "$@"; }
+
+step "installing pinned requirements with uv $UV_VERSION (torch, torchvision, numpy, fvcore, ...)"
+pip_quiet install --upgrade "pip>=24" "uv==$UV_VERSION"
+uv_install -r requirements.txt
 
 if "$PY" -c "import detectron2.modeling, detectron2.engine" 2>/dev/null; then
   step "detectron2 already importable: $("$PY" -c 'import detectron2; print(detectron2.__version__, detectron2.__file__)')"
@@ -65,7 +72,7 @@ else
   step "re-packing PyPI sal-detectron2==$D2_WHEEL_VERSION as a pure-Python wheel (README: How detectron2 gets installed)"
   WORK="$(mktemp -d)"
   trap 'rm -rf "$WORK"' EXIT
-  "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.10 \
+  pip_quiet download --no-deps --only-binary=:all: --python-version 3.10 \
     -d "$WORK/dl" "sal-detectron2==$D2_WHEEL_VERSION"
   WHL="$(ls "$WORK"/dl/sal_detectron2-*.whl)"
   "$PY" -m wheel unpack --dest "$WORK/unpacked" "$WHL" >/dev/null
@@ -78,12 +85,11 @@ else
   mkdir -p "$WORK/packed"
   "$PY" -m wheel pack --dest-dir "$WORK/packed" "$SRC" >/dev/null
   step "installing $(basename "$(ls "$WORK"/packed/*.whl)") with its runtime dependencies"
-  "$PY" -m pip install --quiet "$WORK"/packed/*.whl -r requirements.txt 2>&1 \
-    | { grep -v "WARNING: Location" || true; }
+  uv_install "$WORK"/packed/*.whl -r requirements.txt
 fi
 
 step "installing luminet_det in editable mode"
-"$PY" -m pip install --quiet --no-deps --no-build-isolation -e .
+uv_install --no-deps --no-build-isolation -e .
 
 step "checking the environment"
 "$PY" - <<'PYCHECK'
