@@ -4,7 +4,8 @@
 #   1. creates .venv with Python 3.11 (if missing);
 #   2. installs the pins of requirements.txt (torch 2.14.1, torchvision 0.29.1, ...) with uv
 #      (pinned below; from its cache, a second environment takes seconds where pip took a
-#      minute for torch's CUDA wheels);
+#      minute for torch's CUDA wheels), compiling the bytecode as pip does: without it, and
+#      with PYTHONDONTWRITEBYTECODE set, every process would recompile torch on import;
 #   3. installs detectron2: keeps an importable one; otherwise re-packs PyPI's
 #      sal-detectron2==0.7.2 wheel (cp310-only tag, stale _C) as a pure-Python py3-none-any
 #      wheel and installs it. LUMINET_D2=git builds the official source instead (needs
@@ -57,7 +58,7 @@ rm -f "$VENV"/.luminet-setup-*
 
 # pip's warnings about this machine's unused local find-links folders are dropped (harmless)
 pip_quiet() { "$PY" -m pip "$@" --quiet 2>&1 | { grep -v "WARNING: Location" || true; }; }
-uv_install() { "$PY" -m uv pip install --quiet --python "$PY" "$@"; }
+uv_install() { "$PY" -m uv pip install --quiet --compile-bytecode --python "$PY" "$@"; }
 
 step "installing pinned requirements with uv $UV_VERSION (torch, torchvision, numpy, fvcore, ...)"
 pip_quiet install --upgrade "pip>=24" "uv==$UV_VERSION"
