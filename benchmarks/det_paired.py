@@ -29,6 +29,8 @@ from .common import (
 )
 
 _ALL_ANCHORS = ("MODEL.DISTILL.DENSE.ANCHORS", "valid")
+_KD = ("MODEL.DISTILL.LOSSES", "['kd']")
+_MEAN_PROBS = ("MODEL.DISTILL.CASCADE_COMBINE", "mean_probs")
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,10 @@ GROUPS: Dict[str, Group] = {
                 ("student alone", "student_R_18_FPN.yaml"),
                 ("LumiNet", "luminet_cascade_R50_R18.yaml"),
                 # the same combined teacher target with KD (T 1, weight 1)
-                ("KD", "luminet_cascade_R50_R18.yaml", ("MODEL.DISTILL.LOSSES", "['kd']")),
+                ("KD", "luminet_cascade_R50_R18.yaml", _KD),
+                # the other combination of the teacher's stages (cascade inference's score)
+                ("LumiNet, mean of probabilities", "luminet_cascade_R50_R18.yaml", _MEAN_PROBS),
+                ("KD, mean of probabilities", "luminet_cascade_R50_R18.yaml", _KD + _MEAN_PROBS),
             ),
         ),
         Group(

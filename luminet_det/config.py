@@ -21,6 +21,7 @@ __all__ = [
     "FEATURE_LOSSES",
     "DENSE_LOGIT_LOSSES",
     "DENSE_ANCHORS",
+    "CASCADE_COMBINE",
     "TEACHER_ARCHITECTURE",
     "num_classes_key",
     "get_num_classes",
@@ -37,6 +38,8 @@ FEATURE_LOSSES = ("reviewkd",)
 DENSE_LOGIT_LOSSES = ("luminet", "kd")
 #: MODEL.DISTILL.DENSE.ANCHORS values: which anchors of a one-stage head are distilled.
 DENSE_ANCHORS = ("relevant", "valid", "foreground")
+#: MODEL.DISTILL.CASCADE_COMBINE values: a Cascade teacher's stages as one single-stage target.
+CASCADE_COMBINE = ("mean_logits", "mean_probs")
 #: student META_ARCHITECTURE -> the META_ARCHITECTURE its teachers must have
 TEACHER_ARCHITECTURE = {"DistillRCNN": "GeneralizedRCNN", "DistillRetinaNet": "RetinaNet"}
 _ONE_STAGE = ("RetinaNet", "DistillRetinaNet")
@@ -146,6 +149,16 @@ def add_luminet_config(cfg: CN) -> None:
     # Weight (>= 0) of loss_dkd.
     _C.MODEL.DISTILL.DKD.WEIGHT = 1.0
 
+    # A Cascade R-CNN teacher for a single-stage (Faster / Mask R-CNN) student: how the
+    # teacher's stages score each ROI as one target. "mean_logits": the mean of the stages'
+    # box logits (its softmax is the normalised geometric mean of their probabilities);
+    # "mean_probs": the mean of their probabilities, as detectron2's cascade inference scores
+    # boxes, given as log-probabilities centred per ROI. The two are different distributions
+    # (KD's target changes too); LumiNet, which standardises each class column over the ROIs,
+    # also depends on the representation: uncentred log-probabilities gave much weaker
+    # students (README, Cascade results). Ignored for any other teacher/student pair.
+    _C.MODEL.DISTILL.CASCADE_COMBINE = "mean_logits"
+
     _C.MODEL.DISTILL.DENSE = CN()
     # One-stage students (DistillRetinaNet) only: which anchors enter the logit losses and
     # LumiNet's column statistics. "relevant": the anchors matched to a box plus those the
@@ -197,6 +210,11 @@ def check_distill_config(cfg: CN) -> None:
         raise ConfigError(
             f"Unknown MODEL.DISTILL.LOSSES {unknown} for this model; {what} {list(allowed)} (or "
             "[] for the student alone)."
+        )
+    if d.CASCADE_COMBINE not in CASCADE_COMBINE:
+        raise ConfigError(
+            f"MODEL.DISTILL.CASCADE_COMBINE must be one of {list(CASCADE_COMBINE)}, got "
+            f"{d.CASCADE_COMBINE!r}."
         )
     if d.DENSE.ANCHORS not in DENSE_ANCHORS:
         raise ConfigError(

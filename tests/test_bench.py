@@ -68,6 +68,8 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         ("cascade", "student alone"),
         ("cascade", "LumiNet"),
         ("cascade", "KD"),
+        ("cascade", "LumiNet, mean of probabilities"),
+        ("cascade", "KD, mean of probabilities"),
         ("retinanet", "student alone"),
         ("retinanet", "KD"),
         ("retinanet", "LumiNet"),

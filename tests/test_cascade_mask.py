@@ -129,13 +129,15 @@ def test_cascade_to_cascade_distils_every_stage_from_the_same_teacher_stage(tmp_
     assert not any(m.training for m in model.teacher.modules())
 
 
-def test_cascade_teacher_scores_a_plain_students_rois_with_its_stages_combined(tmp_path):
-    """Combined as cascade inference combines them: the mean of the stages' probabilities,
-    as log-probabilities."""
-    import math
-
+@pytest.mark.parametrize("combine", ["mean_logits", "mean_probs"])
+def test_cascade_teacher_scores_a_plain_students_rois_with_its_stages_combined(tmp_path, combine):
+    """MODEL.DISTILL.CASCADE_COMBINE "mean_logits": the mean of the three stages' logits;
+    "mean_probs": logits whose softmax is the mean of their probabilities (cascade inference's
+    score), centred per row."""
     teacher_files = save_teacher(tmp_path, _cascade(tiny_cfg()), name="cascade")
-    model = _build(distill_cfg(*teacher_files, losses=["kd"]))
+    cfg = distill_cfg(*teacher_files, losses=["kd"])
+    cfg.MODEL.DISTILL.CASCADE_COMBINE = combine
+    model = _build(cfg)
     model.train()
     _, record, teacher, distill, _ = _step_parts(model, batch())
     assert len(record.stages) == len(teacher.stage_logits) == 1
@@ -146,13 +148,28 @@ def test_cascade_teacher_scores_a_plain_students_rois_with_its_stages_combined(t
         pooled = heads.box_pooler(
             [features[f] for f in heads.box_in_features], record.stages[0].boxes
         )
-        probs = [
-            torch.softmax(heads.box_predictor[k](heads.box_head[k](pooled))[0], 1) for k in range(3)
-        ]
-    combined = torch.stack(probs).mean(0)
-    torch.testing.assert_close(teacher.logits.exp(), combined, rtol=1e-5, atol=1e-6)
+        logits = torch.stack(
+            [heads.box_predictor[k](heads.box_head[k](pooled))[0] for k in range(3)]
+        )
     assert torch.isfinite(distill["loss_kd"])
-    assert math.isclose(float(teacher.logits.exp().sum(1).mean()), 1.0, rel_tol=1e-5)
+    if combine == "mean_logits":
+        torch.testing.assert_close(teacher.logits, logits.mean(0))
+        return
+    combined = logits.softmax(2).mean(0)
+    torch.testing.assert_close(teacher.logits.softmax(1), combined, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        teacher.logits.mean(1), torch.zeros(len(combined)), atol=1e-5, rtol=0
+    )
+
+
+def test_an_unknown_cascade_combination_is_refused_naming_the_allowed_ones(teacher_files):
+    cfg = distill_cfg(*teacher_files)
+    cfg.MODEL.DISTILL.CASCADE_COMBINE = "mean"
+    with pytest.raises(
+        ValueError,
+        match=r"CASCADE_COMBINE must be one of \['mean_logits', 'mean_probs'\], got 'mean'",
+    ):
+        _build(cfg)
 
 
 def test_a_plain_teacher_scores_every_stage_of_a_cascade_student(teacher_files):

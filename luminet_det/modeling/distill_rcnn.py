@@ -18,7 +18,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from torch import nn
 
-from luminet_det.config import LOGIT_LOSSES, check_distill_config
+from luminet_det.config import CASCADE_COMBINE, LOGIT_LOSSES, check_distill_config
 from luminet_det.losses import LogitLoss
 
 from .distiller import (
@@ -65,6 +65,7 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
         feature_losses: Optional[Mapping[str, nn.Module]] = None,
         loss_weights: Optional[Mapping[str, float]] = None,
         warmup_iters: int = 0,
+        cascade_combine: str = "mean_logits",
         **kwargs,
     ):
         """
@@ -81,9 +82,18 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
                 ``module(student_features, teacher_features)`` on the backbone outputs.
             loss_weights (dict[str, float]): name -> weight >= 0, one per loss above.
             warmup_iters (int): >= 0; weights ramp as ``min(iter / warmup_iters, 1)``.
+            cascade_combine (str): a Cascade teacher of a single-stage student: how its
+                stages' logits become one target per ROI, one of ``CASCADE_COMBINE``
+                (``"mean_logits"``, ``"mean_probs"``; see
+                :func:`~luminet_det.modeling.roi.box_logits`).
             kwargs: the arguments of :class:`GeneralizedRCNN`.
         """
+        if cascade_combine not in CASCADE_COMBINE:
+            raise ValueError(
+                f"cascade_combine must be one of {list(CASCADE_COMBINE)}, got {cascade_combine!r}."
+            )
         super().__init__(**kwargs)
+        self.cascade_combine = cascade_combine
         require_box_branch(self.roi_heads, "student")
         self._init_distillation(
             teacher=teacher,
@@ -105,6 +115,7 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
         ret = super().from_config(cfg)
         num_logits = cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1  # with background
         ret.update(distillation_from_config(cfg, ret["backbone"], LOGIT_LOSSES, num_logits))
+        ret["cascade_combine"] = cfg.MODEL.DISTILL.CASCADE_COMBINE
         return ret
 
     # ------------------------------------------------------------------------------ forward
@@ -136,7 +147,7 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
         stage)."""
         boxes = [stage.boxes for stage in record.stages] if self.logit_losses else None
         outputs = [
-            run_teacher(t, self.input_format, batched_inputs, boxes)
+            run_teacher(t, self.input_format, batched_inputs, boxes, self.cascade_combine)
             for t in (self.teachers if boxes is not None else [self.teacher])
         ]
         logits = None
@@ -164,9 +175,9 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
         sampled = self.roi_heads.label_and_sample_proposals(proposals, targets)
         boxes = [[p.proposal_boxes for p in sampled]]  # one stage
         # the first teacher's features are at hand; the ensemble's others run in full
-        logits = teacher_box_logits(self.teacher, features, boxes)
+        logits = teacher_box_logits(self.teacher, features, boxes, self.cascade_combine)
         logits += [
-            run_teacher(t, self.input_format, batched_inputs, boxes)[1][0]
+            run_teacher(t, self.input_format, batched_inputs, boxes, self.cascade_combine)[1][0]
             for t in self.extra_teachers
         ]
         return torch.stack(logits).mean(0)

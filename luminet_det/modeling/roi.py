@@ -11,6 +11,8 @@ from detectron2.modeling import GeneralizedRCNN
 from detectron2.structures import Boxes
 from torch import nn
 
+from luminet_det.config import CASCADE_COMBINE
+
 __all__ = ["BOX_BRANCH", "SUPPORTED", "require_box_branch", "num_box_stages", "box_logits"]
 
 #: the attributes of a StandardROIHeads-style box branch
@@ -45,25 +47,46 @@ def require_box_branch(heads: nn.Module, role: str) -> None:
         )
 
 
+def _mean_logits(logits: List[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(logits).mean(0)
+
+
+def _mean_probs(logits: List[torch.Tensor]) -> torch.Tensor:
+    # log(mean_k p_k) = logsumexp_k(log p_k) - log(stages): finite where a p_k underflows
+    log_probs = torch.stack([torch.log_softmax(z, dim=1) for z in logits])
+    combined = torch.logsumexp(log_probs, dim=0) - math.log(len(logits))
+    return combined - combined.mean(dim=1, keepdim=True)
+
+
+#: MODEL.DISTILL.CASCADE_COMBINE -> how the stages' logits (list of (R, K+1)) become one target
+_COMBINE = {"mean_logits": _mean_logits, "mean_probs": _mean_probs}
+assert set(_COMBINE) == set(CASCADE_COMBINE), "CASCADE_COMBINE and _COMBINE differ"
+
+
 def box_logits(
     detector: GeneralizedRCNN,
     features: Dict[str, torch.Tensor],
     proposal_boxes: List[Boxes],
     stage: Optional[int] = None,
+    combine: str = "mean_logits",
 ) -> torch.Tensor:
     """Box-classification logits (R, K+1) of ``detector``'s box head on the given boxes.
 
     For Cascade R-CNN heads: the head of ``stage``; with ``stage=None``, the stages combined
-    as detectron2's cascade inference combines them (the mean of the stages' softmax
-    probabilities), returned as the log of that mean (log-probabilities: logits whose softmax
-    is the combined distribution). A single box branch ignores ``stage``.
+    as ``combine`` says: ``"mean_logits"``, the mean of the stages' logits; ``"mean_probs"``,
+    the log of the mean of their softmax probabilities (as detectron2's cascade inference
+    scores boxes) minus its mean over classes (logits whose softmax is that mean, centred
+    per row). A single box branch ignores ``stage`` and ``combine``.
 
     Args:
         detector (GeneralizedRCNN): a detector with a box branch (see :func:`require_box_branch`).
         features (dict[str, Tensor]): its backbone (FPN) outputs, name -> (N, C, H, W).
         proposal_boxes (list[Boxes]): N lists of boxes, R in total.
         stage (int, optional): the Cascade stage whose head scores the boxes.
+        combine (str): one of ``CASCADE_COMBINE`` (``MODEL.DISTILL.CASCADE_COMBINE``).
     """
+    if combine not in _COMBINE:
+        raise ValueError(f"combine must be one of {list(_COMBINE)}, got {combine!r}.")
     heads = detector.roi_heads
     box_features = heads.box_pooler([features[f] for f in heads.box_in_features], proposal_boxes)
     stages = num_box_stages(heads)
@@ -72,8 +95,5 @@ def box_logits(
     if stage is not None:
         assert 0 <= stage < stages, f"stage {stage} of {stages}"
         return heads.box_predictor[stage](heads.box_head[stage](box_features))[0]
-    log_probs = [
-        torch.log_softmax(heads.box_predictor[k](heads.box_head[k](box_features))[0], dim=1)
-        for k in range(stages)
-    ]  # log(mean_k p_k) = logsumexp_k(log p_k) - log(stages): finite where a p_k underflows
-    return torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(stages)
+    logits = [heads.box_predictor[k](heads.box_head[k](box_features))[0] for k in range(stages)]
+    return _COMBINE[combine](logits)

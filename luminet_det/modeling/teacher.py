@@ -251,21 +251,24 @@ def teacher_images(teacher: GeneralizedRCNN, student_format: str, batched_inputs
 
 
 def teacher_box_logits(
-    teacher: GeneralizedRCNN, features: dict, stage_boxes: List[List[Boxes]]
+    teacher: GeneralizedRCNN,
+    features: dict,
+    stage_boxes: List[List[Boxes]],
+    combine: str = "mean_logits",
 ) -> List[torch.Tensor]:
     """The teacher's box logits (R_k, K+1) on each student stage's boxes (``stage_boxes``: per
     student box stage, the boxes of each image), from its backbone ``features``. Which teacher
     head scores student stage k: a single box branch scores every stage; a Cascade teacher
     scores stage k with its stage-k head when the student has as many stages, and a
-    single-stage student's boxes with its stages combined as cascade inference combines them
-    (see :func:`~luminet_det.modeling.roi.box_logits`)."""
+    single-stage student's boxes with its stages combined as ``combine`` says
+    (``MODEL.DISTILL.CASCADE_COMBINE``, see :func:`~luminet_det.modeling.roi.box_logits`)."""
     teacher_stages, student_stages = num_box_stages(teacher.roi_heads), len(stage_boxes)
     assert (
         teacher_stages in (1, student_stages) or student_stages == 1
     ), f"a {teacher_stages}-stage teacher for a {student_stages}-stage student"
     cascade_pairs = teacher_stages > 1 and student_stages > 1
     return [
-        box_logits(teacher, features, boxes, stage=k if cascade_pairs else None)
+        box_logits(teacher, features, boxes, k if cascade_pairs else None, combine)
         for k, boxes in enumerate(stage_boxes)
     ]
 
@@ -275,11 +278,12 @@ def run_teacher(
     student_format: str,
     batched_inputs: List[dict],
     stage_boxes: Optional[List[List[Boxes]]],
+    combine: str = "mean_logits",
 ) -> Tuple[dict, Optional[List[torch.Tensor]]]:
     """The teacher's backbone (FPN) features on the student's images (:func:`teacher_images`)
     and, if ``stage_boxes`` are given, its box logits on each student stage's boxes
-    (:func:`teacher_box_logits`). Call under ``torch.no_grad()``."""
+    (:func:`teacher_box_logits`, with ``combine``). Call under ``torch.no_grad()``."""
     features = teacher.backbone(teacher_images(teacher, student_format, batched_inputs).tensor)
     if stage_boxes is None:
         return features, None
-    return features, teacher_box_logits(teacher, features, stage_boxes)
+    return features, teacher_box_logits(teacher, features, stage_boxes, combine)
