@@ -28,13 +28,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .functional import (
-    _as_float,
-    _check_pair,
-    _check_positive,
-    _empty_loss,
-    _perception_over_t,
-)
+from ._checks import _as_float, _check_pair, _check_positive, _empty_loss
+from .functional import _perception_over_t
 
 __all__ = ["binary_kl", "sigmoid_kd_loss", "sigmoid_luminet_loss", "foreground_count"]
 

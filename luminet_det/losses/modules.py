@@ -20,8 +20,9 @@ from typing import Callable, Dict, List, Optional, Type
 import torch
 from torch import nn
 
+from ._checks import _check_positive
 from .dense import sigmoid_kd_loss, sigmoid_luminet_loss
-from .functional import _check_positive, dkd_loss, kd_loss, logit_std_kd_loss, luminet_loss
+from .functional import dkd_loss, kd_loss, logit_std_kd_loss, luminet_loss
 from .statistics import STATS_MODES, Moments, RunningMoments, _distributed, sync_moments
 
 __all__ = [
