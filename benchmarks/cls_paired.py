@@ -20,6 +20,7 @@ FILES = {
     "KD": "kd_wrn40_2_resnet8.yaml",
     "DKD": "dkd_wrn40_2_resnet8.yaml",
     "logitstd": "logitstd_wrn40_2_resnet8.yaml",
+    "DIST": "dist_wrn40_2_resnet8.yaml",
     "LumiNet": "luminet_wrn40_2_resnet8.yaml",
 }
 

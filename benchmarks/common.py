@@ -46,6 +46,7 @@ METHODS: List[Method] = [
     Method("KD", ("kd",), "kd_R50_R18.yaml"),
     Method("DKD", ("dkd",), "dkd_R50_R18.yaml"),
     Method("logitstd", ("logitstd",), "logitstd_R50_R18.yaml"),
+    Method("DIST", ("dist",), "dist_R50_R18.yaml"),
     Method("LumiNet", ("luminet",), "luminet_R50_R18.yaml"),
     Method("LumiNet+ReviewKD", ("luminet", "reviewkd"), "luminet_reviewkd_R50_R18.yaml"),
 ]

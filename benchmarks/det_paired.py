@@ -98,6 +98,8 @@ GROUPS: Dict[str, Group] = {
             (
                 ("student alone", "student_retinanet_R_18_FPN.yaml"),
                 ("KD", "kd_retinanet_R50_R18.yaml"),
+                ("DIST", "dist_retinanet_R50_R18.yaml"),
+                ("CrossKD", "crosskd_retinanet_R50_R18.yaml"),
                 ("LumiNet", "luminet_retinanet_R50_R18.yaml"),
                 # what else was tried: every valid anchor as the rows (KD's usual form)
                 ("KD, all anchors", "kd_retinanet_R50_R18.yaml", _ALL_ANCHORS),

@@ -44,7 +44,7 @@ class LossCost:
 
 def run(repeats: int) -> LossCost:
     """Time kd / dkd / luminet forward + backward, interleaved, ``repeats`` rounds per shape."""
-    from luminet_det.losses import dkd_loss, kd_loss, logit_std_kd_loss, luminet_loss
+    from luminet_det.losses import dist_loss, dkd_loss, kd_loss, logit_std_kd_loss, luminet_loss
 
     rows = []
     for n, c in SHAPES:
@@ -56,6 +56,7 @@ def run(repeats: int) -> LossCost:
             "kd": lambda: kd_loss(s, t, 4.0),
             "dkd": lambda: dkd_loss(s, t, y, 1.0, 8.0, 4.0),
             "logitstd": lambda: logit_std_kd_loss(s, t, 4.0),
+            "dist": lambda: dist_loss(s, t, tau=4.0),
             "luminet": lambda: luminet_loss(s, t, 4.0),
         }
         times = {k: [] for k in fns}

@@ -24,8 +24,10 @@ import time
 # the repository, not this folder, is the import root (this folder's modules would shadow
 # top-level names such as `statistics`)
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# first: registers the plugin and silences detectron2's known import-time warnings
-import luminet_det  # noqa: E402,F401  isort: skip
+# first: a command, so the known dependency warnings are hidden (luminet_det.cli) before
+# detectron2 is imported; then the plugin's registration
+import luminet_det.cli  # noqa: E402,F401  isort: skip
+import luminet_det.modeling  # noqa: E402,F401  isort: skip
 from benchmarks import (  # noqa: E402
     classification,
     cls_paired,

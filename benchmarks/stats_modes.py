@@ -4,13 +4,25 @@ mode in 2 CPU processes at two batch sizes, and how noisy per-batch statistics a
 from __future__ import annotations
 
 import os
+import shlex
 import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
 
 import torch
 
-from .common import DIGITS, METHOD, detection_teacher, fmt, mean_std, summary, train_detector
+from .common import (
+    DIGITS,
+    METHOD,
+    detection_teacher,
+    detector_command,
+    final_metrics,
+    fmt,
+    mean_std,
+    rel,
+    summary,
+    train_detector,
+)
 
 COLORS = {"batch": "#c44e52", "sync": "#dd8452", "global": "#8172b3", "running": "#55a868"}
 
@@ -23,6 +35,8 @@ class StatsModes:
     procs: int
     runs: List[Dict]
     noise: Dict = field(default_factory=dict)
+    #: every training run: config, command, final metrics (report.write_runs)
+    run_records: List[Dict] = field(default_factory=list)
 
     def markdown(self) -> List[str]:
         procs = self.procs
@@ -89,7 +103,7 @@ def run(seeds: int, quick: bool, work: str, env: dict, procs: int = 2, global_ba
     default = 2 if quick else cfg.SOLVER.IMS_PER_BATCH
     if not quick:
         assert all(b <= default for b in global_batches), f"{global_batches} vs {default} images"
-    runs = []
+    runs, records = [], []
     for batch in (2,) if quick else global_batches:
         scale = default // batch
         assert scale * batch == default, f"{batch} must divide the config's batch {default}"
@@ -104,24 +118,29 @@ def run(seeds: int, quick: bool, work: str, env: dict, procs: int = 2, global_ba
             extra += [str(cfg.MODEL.DISTILL.WARMUP_ITERS * scale)]
         ap = {}
         for mode in STATS_MODES:
-            ap[mode] = [
-                train_detector(
-                    f"statistics: {mode} ({procs} processes, {batch} images)",
-                    config,
-                    os.path.join(work, "stats", f"{mode}_{procs}procs{suffix}", f"seed{seed}"),
-                    seed,
-                    teacher,
-                    quick,
-                    env,
-                    extra=["MODEL.DISTILL.LUMINET.STATS", mode, *extra],
-                    procs=procs,
+            ap[mode] = []
+            for seed in range(seeds):
+                out = os.path.join(work, "stats", f"{mode}_{procs}procs{suffix}", f"seed{seed}")
+                args = (config, out, seed, teacher, quick)
+                options = ["MODEL.DISTILL.LUMINET.STATS", mode, *extra]
+                label = f"statistics: {mode} ({procs} processes, {batch} images)"
+                ap[mode].append(train_detector(label, *args, env, extra=options, procs=procs))
+                command = detector_command(*args, options, procs)
+                records.append(
+                    {
+                        "group": "stats",
+                        "method": f"LumiNet, STATS {mode}",
+                        "ims_per_batch": batch,
+                        "seed": seed,
+                        "config": rel(os.path.join(DIGITS, config)),
+                        "command": shlex.join(["python"] + [rel(x) for x in command[1:]]),
+                        **final_metrics(out),
+                    }
                 )
-                for seed in range(seeds)
-            ]
         if quick:  # what the toy runs used
             iters = int(QUICK_DET["SOLVER.MAX_ITER"])
         runs.append({"ims_per_batch": batch, "lr": lr, "iters": iters, "ap": ap})
-    return StatsModes(procs, runs)
+    return StatsModes(procs, runs, run_records=records)
 
 
 def moment_errors(per_batch: List[torch.Tensor], group: int):

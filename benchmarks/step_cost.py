@@ -164,7 +164,8 @@ def _memory_worker(losses: List[str], weights: str, quick: bool) -> float:
 
 
 if __name__ == "__main__":
-    import luminet_det  # noqa: F401  (registers DistillRCNN)
+    import luminet_det.cli  # noqa: F401  (a command: hides the known dependency warnings)
+    import luminet_det.modeling  # noqa: F401  (registers DistillRCNN)
 
     parser = argparse.ArgumentParser(description="memory of one configuration (MB on stdout)")
     parser.add_argument("losses", nargs="*")

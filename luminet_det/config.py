@@ -7,9 +7,9 @@ from typing import Optional
 
 from detectron2.config import CfgNode as CN
 
-from . import _plugin
 from .errors import ConfigError
 from .losses import logit_loss_names
+from .precision import DTYPES
 
 __all__ = [
     "add_luminet_config",
@@ -20,8 +20,10 @@ __all__ = [
     "LOGIT_LOSSES",
     "FEATURE_LOSSES",
     "DENSE_LOGIT_LOSSES",
+    "DENSE_HEAD_LOSSES",
     "DENSE_ANCHORS",
     "CASCADE_COMBINE",
+    "TEACHER_DTYPES",
     "TEACHER_ARCHITECTURE",
     "num_classes_key",
     "get_num_classes",
@@ -30,14 +32,18 @@ __all__ = [
 
 #: Logit distillation losses computed on the student's sampled ROIs, built by name with
 #: luminet_det.losses.build_logit_loss from the keys of their node (see logit_loss_kwargs).
-LOGIT_LOSSES = ("luminet", "kd", "dkd", "logitstd")
+LOGIT_LOSSES = ("luminet", "kd", "dkd", "logitstd", "dist")
 #: Feature distillation losses computed on the FPN levels.
 FEATURE_LOSSES = ("reviewkd",)
+#: Losses of one-stage students only: CrossKD's cross-head predictions (modeling/crosskd.py).
+DENSE_HEAD_LOSSES = ("crosskd",)
 #: Logit losses of one-stage (RetinaNet) students: per-anchor sigmoid variants, registered as
 #: "<name>_sigmoid" (luminet_det/losses/dense.py); DKD and logitstd are softmax-only.
-DENSE_LOGIT_LOSSES = ("luminet", "kd")
+DENSE_LOGIT_LOSSES = ("luminet", "kd", "dist")
 #: MODEL.DISTILL.DENSE.ANCHORS values: which anchors of a one-stage head are distilled.
 DENSE_ANCHORS = ("relevant", "valid", "foreground")
+#: MODEL.DISTILL.TEACHER_DTYPE values (luminet_det/precision.py).
+TEACHER_DTYPES = tuple(DTYPES)
 #: MODEL.DISTILL.CASCADE_COMBINE values: a Cascade teacher's stages as one single-stage target.
 CASCADE_COMBINE = ("mean_logits", "mean_probs")
 #: student META_ARCHITECTURE -> the META_ARCHITECTURE its teachers must have
@@ -96,11 +102,17 @@ def add_luminet_config(cfg: CN) -> None:
     _C.MODEL.DISTILL.ENSEMBLE_CONFIGS = []
     _C.MODEL.DISTILL.ENSEMBLE_WEIGHTS = []
     # Distillation losses added to the student's detection losses. Any subset of
-    # "luminet", "kd", "dkd", "logitstd" (logit losses on the student's sampled ROIs) and "reviewkd"
-    # (feature loss on the FPN levels); a DistillRetinaNet takes "luminet" and "kd" (their
-    # per-anchor sigmoid forms) and "reviewkd". [] trains the student alone (still with a teacher
-    # built, e.g. to compare runs). Unknown names are an error.
+    # "luminet", "kd", "dkd", "logitstd", "dist" (logit losses on the student's sampled ROIs)
+    # and "reviewkd" (feature loss on the FPN levels); a DistillRetinaNet takes "luminet", "kd"
+    # and "dist" (their per-anchor sigmoid forms), "crosskd" (CROSSKD below) and "reviewkd". []
+    # trains the student alone (still with a teacher built, e.g. to compare runs). Unknown names
+    # are an error.
     _C.MODEL.DISTILL.LOSSES = []
+    # The dtype of the frozen teachers' forward: "float32", "bfloat16" or "float16" (run under
+    # torch.autocast; the teacher only runs forward, so no loss scaling is needed). Their
+    # logits and features reach the losses in float32. "float32" keeps autocast off for the
+    # teachers even inside the student's mixed precision (SOLVER.AMP.ENABLED).
+    _C.MODEL.DISTILL.TEACHER_DTYPE = "float32"
     # Every distillation weight is multiplied by min(iter / WARMUP_ITERS, 1): a linear ramp
     # from 0 to 1 over the first WARMUP_ITERS iterations. 0 disables the ramp.
     _C.MODEL.DISTILL.WARMUP_ITERS = 0
@@ -149,6 +161,19 @@ def add_luminet_config(cfg: CN) -> None:
     # Weight (>= 0) of loss_dkd.
     _C.MODEL.DISTILL.DKD.WEIGHT = 1.0
 
+    _C.MODEL.DISTILL.DIST = CN()
+    # DIST (Huang et al., NeurIPS 2022): Pearson relations of the teacher's and the student's
+    # probabilities. Weight (>= 0) of the inter-class relation (each ROI over its classes).
+    _C.MODEL.DISTILL.DIST.BETA = 1.0
+    # Weight (>= 0) of the intra-class relation (each class column over the ROIs).
+    _C.MODEL.DISTILL.DIST.GAMMA = 1.0
+    # Temperature tau (> 0) of the softmax; the loss is scaled by tau^2. The sigmoid form of
+    # one-stage students has none (must be 1.0), as the authors' RetinaNet code.
+    _C.MODEL.DISTILL.DIST.TAU = 1.0
+    # Weight (>= 0) of loss_dist (1.0 and beta = gamma = tau = 1 in the authors' Faster R-CNN
+    # and RetinaNet configs, hunto/MasKD mmrazor/configs/distill/dist/).
+    _C.MODEL.DISTILL.DIST.WEIGHT = 1.0
+
     # A Cascade R-CNN teacher for a single-stage (Faster / Mask R-CNN) student: how the
     # teacher's stages score each ROI as one target. "mean_logits": the mean of the stages'
     # box logits (its softmax is the normalised geometric mean of their probabilities);
@@ -156,7 +181,7 @@ def add_luminet_config(cfg: CN) -> None:
     # boxes, given as log-probabilities centred per ROI. The two are different distributions
     # (KD's target changes too); LumiNet, which standardises each class column over the ROIs,
     # also depends on the representation: uncentred log-probabilities gave much weaker
-    # students (README, Cascade results). Ignored for any other teacher/student pair.
+    # students (benchmarks/results/README.md, Cascade). Ignored for any other teacher/student pair.
     _C.MODEL.DISTILL.CASCADE_COMBINE = "mean_logits"
 
     _C.MODEL.DISTILL.DENSE = CN()
@@ -168,6 +193,21 @@ def add_luminet_config(cfg: CN) -> None:
     # the easy background then dominates every column's statistics and the loss); "foreground":
     # only the anchors matched to a box.
     _C.MODEL.DISTILL.DENSE.ANCHORS = "relevant"
+
+    _C.MODEL.DISTILL.CROSSKD = CN()
+    # CrossKD (Wang et al., CVPR 2024; DistillRetinaNet only): the student's head features
+    # after its k-th convolution run through the teacher's remaining head layers, and those
+    # predictions are matched to the teacher's. Defaults: the authors' RetinaNet configs
+    # (jbwang1997/CrossKD configs/crosskd/crosskd_r18_retinanet_r50_fpn_1x_coco.py).
+    # k (>= 1, at most MODEL.RETINANET.NUM_CONVS): reused_teacher_head_idx.
+    _C.MODEL.DISTILL.CROSSKD.REUSED_HEAD_INDEX = 3
+    # Exponent (>= 0) of the quality focal loss on the class logits (KDQualityFocalLoss beta).
+    _C.MODEL.DISTILL.CROSSKD.BETA = 1.0
+    # Weights (>= 0) of the class term (quality focal loss) and of the box term (GIoU).
+    _C.MODEL.DISTILL.CROSSKD.CLS_WEIGHT = 1.0
+    _C.MODEL.DISTILL.CROSSKD.REG_WEIGHT = 1.0
+    # Weight (>= 0) of loss_crosskd.
+    _C.MODEL.DISTILL.CROSSKD.WEIGHT = 1.0
 
     _C.MODEL.DISTILL.REVIEWKD = CN()
     # Weight (>= 0) of loss_reviewkd (mdistiller's detection recipes: 1.2 for R-101 -> R-18,
@@ -198,7 +238,8 @@ def check_distill_config(cfg: CN) -> None:
     d = cfg.MODEL.DISTILL
     losses = list(d.LOSSES)
     one_stage = cfg.MODEL.META_ARCHITECTURE in _ONE_STAGE
-    allowed = (DENSE_LOGIT_LOSSES if one_stage else LOGIT_LOSSES) + FEATURE_LOSSES
+    allowed = DENSE_LOGIT_LOSSES + DENSE_HEAD_LOSSES if one_stage else LOGIT_LOSSES
+    allowed += FEATURE_LOSSES
     unknown = [n for n in losses if n not in allowed]
     if unknown:
         what = (
@@ -210,6 +251,11 @@ def check_distill_config(cfg: CN) -> None:
         raise ConfigError(
             f"Unknown MODEL.DISTILL.LOSSES {unknown} for this model; {what} {list(allowed)} (or "
             "[] for the student alone)."
+        )
+    if d.TEACHER_DTYPE not in TEACHER_DTYPES:
+        raise ConfigError(
+            f"MODEL.DISTILL.TEACHER_DTYPE must be one of {list(TEACHER_DTYPES)}, got "
+            f"{d.TEACHER_DTYPE!r}."
         )
     if d.CASCADE_COMBINE not in CASCADE_COMBINE:
         raise ConfigError(
@@ -334,8 +380,3 @@ def load_config(config_file: str, opts: list = ()) -> CN:
                 raise
             raise explained from None
     return cfg
-
-
-# detectron2 may have been imported for the first time by this module: registering the plugin
-# had to wait until this module was complete (luminet_det/_plugin.py)
-_plugin.register_pending()

@@ -1,15 +1,12 @@
-"""Shared helpers of the tests: tiny Faster R-CNN FPN configs and teachers on CPU."""
+"""Shared helpers of the tests: tiny Faster R-CNN FPN configs and teachers on CPU (tiny.py)."""
 
 import os
 import sys
-import warnings
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-warnings.filterwarnings("ignore", category=FutureWarning)
-warnings.filterwarnings("ignore", category=UserWarning)
 
 
 @pytest.fixture(scope="session")

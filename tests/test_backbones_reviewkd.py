@@ -1,7 +1,6 @@
 """MobileNetV2-FPN, torchvision -> detectron2 conversion, and ReviewKD."""
 
 import os
-import pickle
 import subprocess
 import sys
 
@@ -66,8 +65,25 @@ def test_mobilenetv2_freeze_at_and_norm():
 
 
 # ------------------------------------------------------------------------------- conversion
-@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
-def test_torchvision_conversion_maps_every_key_and_matches_outputs(arch, tmp_path):
+def _torchvision_features(tv, arch, x):
+    """torchvision's intermediate outputs under detectron2's names (res2..res5)."""
+    with torch.no_grad():
+        if arch.startswith("resnet"):
+            y, ref = tv.maxpool(tv.relu(tv.bn1(tv.conv1(x)))), {}
+            for i, layer in enumerate([tv.layer1, tv.layer2, tv.layer3, tv.layer4]):
+                y = layer(y)
+                ref[f"res{i + 2}"] = y
+            return ref
+        ref, y = {}, x
+        ends = {4: "res2", 7: "res3", 14: "res4", 18: "res5"}
+        for i in range(18):
+            y = tv.features[i](y)
+            if i + 1 in ends:
+                ref[ends[i + 1]] = y
+        return ref
+
+
+def _convert(arch, tmp_path, output_name=None):
     torch.manual_seed(0)
     tv = torchvision.models.get_model(arch, weights=None).eval()
     # perturb BN statistics so that a mis-mapped running_mean would show
@@ -75,32 +91,57 @@ def test_torchvision_conversion_maps_every_key_and_matches_outputs(arch, tmp_pat
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
-    src = tmp_path / f"{arch}.pth"
+    src = tmp_path / f"{arch}_tv.pth"
     torch.save(tv.state_dict(), src)
-    out = tmp_path / f"{arch}.pkl"
+    out = tmp_path / (output_name or f"{arch}.pth")
     proc = subprocess.run(
         [
             sys.executable,
             os.path.join(ROOT, "tools", "convert_torchvision_to_d2.py"),
-            "--arch",
-            arch,
-            "--input",
-            str(src),
-            "--output",
-            str(out),
+            *("--arch", arch, "--input", str(src), "--output", str(out)),
         ],
         capture_output=True,
         text=True,
     )
+    return tv, out, proc
+
+
+def _converted_cfg(arch, requires):
+    if arch == "mobilenet_v2":
+        cfg = mv2_cfg(norm="FrozenBN")
+    else:
+        cfg = tiny_cfg(norm="FrozenBN", depth=int(arch[len("resnet") :]), fmt="RGB")
+    cfg.MODEL.FPN.OUT_CHANNELS = 32
+    for key, value in requires.items():  # what the converter says the config must set
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return cfg
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "mobilenet_v2"])
+def test_torchvision_conversion_maps_every_key_and_matches_outputs(arch, tmp_path):
+    from luminet_det.convert import REQUIRES_KEY, required_config
+    from luminet_det.engine import check_converted_weights
+
+    tv, out, proc = _convert(arch, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     _, unmatched = convert_torchvision_state_dict(tv.state_dict(), arch)
     assert unmatched == []
+    # a .pth that torch.load reads as data only, naming the config values it needs
+    saved = torch.load(out, weights_only=True)
+    assert saved[REQUIRES_KEY] == required_config(arch)
+    assert saved[REQUIRES_KEY].get("MODEL.RESNETS.STRIDE_IN_1X1", None) is (
+        False if arch == "resnet50" else None
+    )
 
-    cfg = tiny_cfg(norm="FrozenBN") if arch == "resnet18" else mv2_cfg(norm="FrozenBN")
-    cfg.MODEL.FPN.OUT_CHANNELS = 32
+    cfg = _converted_cfg(arch, saved[REQUIRES_KEY])
+    check_converted_weights(cfg, str(out))  # the config satisfies it: no error
     model = build_model(cfg).eval()
     DetectionCheckpointer(model).load(str(out))
-    loaded = pickle.load(open(out, "rb"))["model"]
+    loaded = saved["model"]
     state = model.state_dict()
     assert set(loaded) <= set(state), set(loaded) - set(state)
     bottom_up = [k for k in state if k.startswith("backbone.bottom_up.") and "num_batches" not in k]
@@ -108,22 +149,43 @@ def test_torchvision_conversion_maps_every_key_and_matches_outputs(arch, tmp_pat
 
     x = torch.randn(1, 3, 64, 64)
     d2 = model.backbone.bottom_up(x)
-    with torch.no_grad():
-        if arch == "resnet18":
-            y = tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))
-            ref = {}
-            for i, layer in enumerate([tv.layer1, tv.layer2, tv.layer3, tv.layer4]):
-                y = layer(y)
-                ref[f"res{i + 2}"] = y
-        else:
-            ref, y = {}, x
-            ends = {4: "res2", 7: "res3", 14: "res4", 18: "res5"}
-            for i in range(18):
-                y = tv.features[i](y)
-                if i + 1 in ends:
-                    ref[ends[i + 1]] = y
+    ref = _torchvision_features(tv, arch, x)
     for name in ref:
         torch.testing.assert_close(d2[name], ref[name], atol=1e-4, rtol=1e-4)
+
+
+def test_converted_bottleneck_resnet_in_detectron2s_default_layout_is_refused(tmp_path):
+    """torchvision's R-50 strides the 3x3 convolution; with detectron2's default
+    STRIDE_IN_1X1 True the same weights load without an error into another network."""
+    from luminet_det.engine import check_converted_weights
+    from luminet_det.errors import ConfigError
+
+    tv, out, proc = _convert("resnet50", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "MODEL.RESNETS.STRIDE_IN_1X1 False" in proc.stdout
+    cfg = _converted_cfg("resnet50", {"INPUT.FORMAT": "RGB"})
+    cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+    assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 is True  # detectron2's default
+    with pytest.raises(
+        ConfigError, match=r"STRIDE_IN_1X1: the config has True, the weights need F"
+    ):
+        check_converted_weights(cfg, str(out))
+    # what the check prevents: the wrong layout loads silently and computes something else
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(str(out))
+    x = torch.randn(1, 3, 64, 64)
+    wrong = model.backbone.bottom_up(x)["res5"]
+    assert (wrong - _torchvision_features(tv, "resnet50", x)["res5"]).abs().max() > 1e-2
+    # BGR input is refused too (torchvision's weights expect RGB)
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1, cfg.INPUT.FORMAT = False, "BGR"
+    with pytest.raises(ConfigError, match="INPUT.FORMAT: the config has 'BGR'"):
+        check_converted_weights(cfg, str(out))
+
+
+def test_converter_refuses_a_pickle_output(tmp_path):
+    _, out, proc = _convert("resnet18", tmp_path, output_name="r18.pkl")
+    assert proc.returncode == 2 and "must end in .pth" in proc.stderr
+    assert not out.exists()
 
 
 def test_conversion_reports_unmatched_keys():
@@ -209,7 +271,7 @@ def test_reviewkd_student_with_mobilenet_exports_to_stock_detectron2(tmp_path):
     script = f"""
 import torch, warnings
 warnings.filterwarnings("ignore")
-import luminet_det  # registers the MobileNetV2 backbone (README: needed for MV2 students)
+import luminet_det.modeling  # registers the MobileNetV2 backbone (README: MV2 students)
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 cfg = get_cfg()

@@ -58,10 +58,17 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     assert "LumiNet minus each method, per seed (mask AP points)" in md
     runs = json.load(open(tmp_path / "q.runs.json"))["runs"]
     cls = [r for r in runs if "group" not in r]
-    assert {r["method"] for r in cls} == {"student alone", "KD", "DKD", "logitstd", "LumiNet"}
+    assert {r["method"] for r in cls} == {
+        "student alone",
+        "KD",
+        "DKD",
+        "logitstd",
+        "DIST",
+        "LumiNet",
+    }
     assert all(r["command"].startswith("python -m luminet_det.cls train --config") for r in cls)
     det = {(r["group"], r["method"]) for r in runs if "group" in r}
-    methods = {"student alone", "KD", "DKD", "logitstd", "LumiNet", "LumiNet+ReviewKD"}
+    methods = {"student alone", "KD", "DKD", "logitstd", "DIST", "LumiNet", "LumiNet+ReviewKD"}
     assert det == {("det", m) for m in methods} | {
         ("mask", "student alone"),
         ("mask", "LumiNet"),
@@ -72,10 +79,12 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         ("cascade", "KD, mean of probabilities"),
         ("retinanet", "student alone"),
         ("retinanet", "KD"),
+        ("retinanet", "DIST"),
+        ("retinanet", "CrossKD"),
         ("retinanet", "LumiNet"),
         ("retinanet", "KD, all anchors"),
         ("retinanet", "LumiNet, all anchors"),
-    }
+    } | {("stats", f"LumiNet, STATS {m}") for m in ("batch", "sync", "global", "running")}
     for r in runs:
         if "group" in r:  # rerunnable from the repository, with its final box AP
             assert r["command"].startswith("python tools/train_net.py --config-file configs/")

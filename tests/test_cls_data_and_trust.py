@@ -109,9 +109,42 @@ def test_a_teacher_at_chance_level_is_refused_with_its_top1(tmp_path):
     cfg = _cfg(tmp_path / "s", "kd", root, [f"MODEL.TEACHER_WEIGHTS={random_teacher}"])
     cfg.defrost()
     cfg.MODEL.TEACHER_MIN_TOP1 = 99.0  # a random teacher is far below
-    with pytest.raises(TeacherTooWeakError, match=r"top-1 \d+\.\d\d % .* below 99\.00 %"):
+    with pytest.raises(TeacherTooWeakError, match=r"top-1 \d+\.\d\d % .* minimum 99\.00 %"):
         Trainer(cfg, progress=False).train()
     assert not os.path.isfile(tmp_path / "s" / "last.pth")  # refused before any training
+
+
+def test_a_teacher_far_below_its_published_top1_is_refused_naming_both_numbers(tmp_path):
+    root = _folder_set(tmp_path / "shapes")
+    torch.manual_seed(0)
+    foreign = str(tmp_path / "foreign.pth")
+    torch.save({"model": build_model("resnet20", 3).state_dict()}, foreign)
+    cfg = _cfg(tmp_path / "s", "kd", root, [f"MODEL.TEACHER_WEIGHTS={foreign}"])
+    cfg.defrost()
+    cfg.MODEL.TEACHER_MIN_TOP1 = -1.0  # automatic
+    cfg.MODEL.TEACHER_EXPECTED_TOP1 = 90.0
+    with pytest.raises(TeacherTooWeakError) as err:
+        Trainer(cfg, progress=False).train()
+    msg = str(err.value)
+    assert "minimum 87.00 %" in msg and "published top-1 90.00 %" in msg and "minus 3 points" in msg
+    assert "MODEL.TEACHER_EXPECTED_TOP1" in msg  # how to adapt it for a teacher of your own
+
+
+def test_teacher_minimum_uses_the_published_top1_where_known():
+    from luminet_det.cls.engine import teacher_minimum
+
+    cfg = load_config(os.path.join(ROOT, "configs", "CIFAR-100", "kd", "res32x4_res8x4.yaml"))
+    assert cfg.MODEL.TEACHER_EXPECTED_TOP1 == 79.42  # RepDistiller's README, the paper's Table 1
+    minimum, why = teacher_minimum(cfg, 100)
+    assert minimum == pytest.approx(76.42) and "79.42" in why
+    # where nothing is known, twice chance level: 2 % on 100 classes (a foreign checkpoint
+    # that loaded by position but reaches 30 % would pass it)
+    cfg.MODEL.TEACHER_EXPECTED_TOP1 = -1.0
+    assert teacher_minimum(cfg, 100)[0] == pytest.approx(2.0)
+    cfg.MODEL.TEACHER_MIN_TOP1 = 0.0  # explicit: no check
+    assert teacher_minimum(cfg, 100)[0] == 0.0
+    with pytest.raises(ValueError, match="TEACHER_TOP1_TOLERANCE must be >= 0"):
+        load_config("", ["MODEL.TEACHER_TOP1_TOLERANCE=-1.0"])
 
 
 def test_a_missing_release_teacher_says_where_to_get_it_or_how_to_train_one(tmp_path):

@@ -6,12 +6,14 @@ import os
 
 import pytest
 import torch
+from detectron2.config import instantiate
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from tiny import ROOT
 
 from luminet_det import load_config
 from luminet_det.config import TEACHER_ARCHITECTURE, get_num_classes
+from luminet_det.modeling.lazy_teacher import is_lazy_config, load_lazy_teacher_cfg
 from luminet_det.modeling.teacher import load_teacher_cfg, teacher_architecture
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
@@ -33,9 +35,15 @@ def _random_teacher_weights(cfg, tmp_dir):
     d = cfg.MODEL.DISTILL
     key = (d.TEACHER_CONFIG, tuple(d.TEACHER_OPTS))
     if key not in _teacher_weights:
-        tcfg = load_teacher_cfg(d.TEACHER_CONFIG, d.TEACHER_OPTS, "cpu", teacher_architecture(cfg))
+        if is_lazy_config(d.TEACHER_CONFIG):  # a LazyConfig (.py) teacher
+            model = instantiate(load_lazy_teacher_cfg(d.TEACHER_CONFIG, d.TEACHER_OPTS).model)
+        else:
+            tcfg = load_teacher_cfg(
+                d.TEACHER_CONFIG, d.TEACHER_OPTS, "cpu", teacher_architecture(cfg)
+            )
+            model = build_model(tcfg)
         path = os.path.join(tmp_dir, f"teacher{len(_teacher_weights)}.pth")
-        torch.save({"model": build_model(tcfg).state_dict()}, path)
+        torch.save({"model": model.state_dict()}, path)
         _teacher_weights[key] = path
     return _teacher_weights[key]
 
@@ -68,8 +76,12 @@ def test_coco_config_builds_with_paper_schedule(path, tmp_path_factory):
     if cfg.MODEL.META_ARCHITECTURE == "DistillRetinaNet":
         assert model.teacher.input_format == "BGR" and model.input_format == "RGB"
         assert len(model.teacher.backbone.bottom_up.res4) == 23
-        assert set(model.logit_losses) == set(cfg.MODEL.DISTILL.LOSSES)
-    if cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
+        losses = set(model.logit_losses) | set(model.feature_losses)
+        assert losses == set(cfg.MODEL.DISTILL.LOSSES)
+    if "vitdet" in path:  # ViTDet: a plain ViT-B in a simple feature pyramid, RGB
+        assert model.teacher.input_format == "RGB" and model.input_format == "RGB"
+        assert len(model.teacher.backbone.net.blocks) == 12
+    elif cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
         # the zoo teachers are caffe2-style BGR; the students torchvision-style RGB
         assert model.teacher.input_format == "BGR" and model.input_format == "RGB"
         expected = {"r101": 101, "r50_": 50}

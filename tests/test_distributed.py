@@ -23,6 +23,17 @@ def _worker(teacher_config, teacher_weights, out_dir):
     torch.manual_seed(0)
     model = build_model(cfg)
     teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+
+    def student_params():
+        return torch.cat(
+            [
+                p.detach().flatten().clone()
+                for n, p in model.named_parameters()
+                if not n.startswith("teacher.")
+            ]
+        )
+
+    student_before = student_params()  # this run's own initial weights
     ddp = DistributedDataParallel(model)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     ddp.train()
@@ -35,9 +46,7 @@ def _worker(teacher_config, teacher_weights, out_dir):
             opt.zero_grad()
             sum(losses.values()).backward()
             opt.step()
-    student = torch.cat(
-        [p.detach().flatten() for n, p in model.named_parameters() if not n.startswith("teacher.")]
-    )
+    student = student_params()
     gathered = [torch.zeros_like(student) for _ in range(comm.get_world_size())]
     dist.all_gather(gathered, student)
     teacher_same = all(
@@ -53,20 +62,9 @@ def _worker(teacher_config, teacher_weights, out_dir):
         "teacher_no_grad": all(
             p.grad is None and not p.requires_grad for p in model.teacher.parameters()
         ),
-        "student_moved": float(
-            (
-                student
-                - torch.cat(
-                    [
-                        p.flatten()
-                        for n, p in build_model(cfg).named_parameters()
-                        if not n.startswith("teacher.")
-                    ]
-                )
-            )
-            .abs()
-            .max()
-        ),
+        # training moved the student from where this run started (a fresh build_model would
+        # differ by its own random initialisation even if training did nothing)
+        "student_moved": float((student - student_before).abs().max()),
     }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)

@@ -11,6 +11,19 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: config -> {key: value}; the comment names the source file of the values
+# DIST's published recipes: CIFAR-100 (dist_cifar.yaml: kd 'dist_t4', ori 1, kd 2) and ImageNet
+# (resnet_dist.yaml: kd 'dist', ori 1, kd 2); beta = gamma = 1 in both (kd_loss.py)
+_DIST_CIFAR = {
+    "T": 4.0,
+    "CE": 1.0,
+    "METHOD.WEIGHT": 2.0,
+    "METHOD.DIST_BETA": 1.0,
+    "METHOD.DIST_GAMMA": 1.0,
+    "METHOD.NAME": "dist",
+    "METHOD.WARMUP_EPOCHS": 0,
+}
+_DIST_IMAGENET = {**_DIST_CIFAR, "T": 1.0}
+
 RECIPES = {
     # --- detection (M detection/configs/*, detection/model/{config,rcnn}.py) -----------------
     "COCO-Detection/kd_r101_r18.yaml": {"MODEL.DISTILL.WARMUP_ITERS": 0},  # M rcnn.py: no ramp
@@ -129,6 +142,41 @@ RECIPES = {
         "T": 1.0,
         "METHOD.WARMUP_EPOCHS": 1,
     },
+    # --- DIST (D: hunto/image_classification_sota configs/strategies/distill/*.yaml and
+    # lib/models/losses/kd_loss.py; hunto/MasKD mmrazor/configs/distill/dist/*.py) -----------
+    "ImageNet/r34_r18/dist.yaml": {**_DIST_IMAGENET},  # D resnet_dist.yaml: kd 'dist'
+    "ImageNet/r50_mv1/dist.yaml": {**_DIST_IMAGENET, "MODEL.STUDENT": "mobilenet_v1"},
+    "CIFAR-100/dist/res110_res32.yaml": {**_DIST_CIFAR, "LR": 0.05},
+    "CIFAR-100/dist/res32x4_res8x4.yaml": {**_DIST_CIFAR, "LR": 0.05},
+    "CIFAR-100/dist/res32x4_shuv1.yaml": {**_DIST_CIFAR, "LR": 0.01},
+    "CIFAR-100/dist/res32x4_shuv2.yaml": {**_DIST_CIFAR, "LR": 0.01},
+    "CIFAR-100/dist/res50_mv2.yaml": {**_DIST_CIFAR, "LR": 0.01},
+    "CIFAR-100/dist/res56_res20.yaml": {**_DIST_CIFAR, "LR": 0.05},
+    "CIFAR-100/dist/vgg13_mv2.yaml": {**_DIST_CIFAR, "LR": 0.01},
+    "CIFAR-100/dist/vgg13_vgg8.yaml": {**_DIST_CIFAR, "LR": 0.05},
+    "CIFAR-100/dist/wrn40_2_shuv1.yaml": {**_DIST_CIFAR, "LR": 0.01},
+    "CIFAR-100/dist/wrn40_2_wrn16_2.yaml": {**_DIST_CIFAR, "LR": 0.05},
+    "CIFAR-100/dist/wrn40_2_wrn40_1.yaml": {**_DIST_CIFAR, "LR": 0.05},
+    "COCO-Detection/dist_r101_r18.yaml": {  # MasKD dist_cascade_mask_rcnn_x101-fpn_x50_coco.py
+        "MODEL.DISTILL.DIST.BETA": 1.0,
+        "MODEL.DISTILL.DIST.GAMMA": 1.0,
+        "MODEL.DISTILL.DIST.TAU": 1.0,
+        "MODEL.DISTILL.DIST.WEIGHT": 1.0,
+        "MODEL.DISTILL.WARMUP_ITERS": 0,
+    },
+    "COCO-Detection/dist_retinanet_r101_r18.yaml": {  # MasKD dist_retinanet_x101-...coco.py
+        "MODEL.DISTILL.DIST.BETA": 1.0,
+        "MODEL.DISTILL.DIST.GAMMA": 1.0,
+        "MODEL.DISTILL.DIST.TAU": 1.0,
+        "MODEL.DISTILL.DIST.WEIGHT": 1.0,
+    },
+    "COCO-Detection/crosskd_retinanet_r101_r18.yaml": {  # CrossKD crosskd_r18_retinanet_*.py
+        "MODEL.DISTILL.CROSSKD.REUSED_HEAD_INDEX": 3,
+        "MODEL.DISTILL.CROSSKD.BETA": 1.0,
+        "MODEL.DISTILL.CROSSKD.CLS_WEIGHT": 1.0,
+        "MODEL.DISTILL.CROSSKD.REG_WEIGHT": 1.0,
+        "MODEL.DISTILL.CROSSKD.WEIGHT": 1.0,
+    },
 }
 
 _SHORT = {"T": "METHOD.TEMPERATURE", "CE": "METHOD.CE_WEIGHT", "LR": "SOLVER.LR"}
@@ -176,6 +224,7 @@ def test_every_paper_row_config_is_in_the_table():
             "CIFAR-100/luminet/*",
             "CIFAR-100/dkd/*",
             "CIFAR-100/logitstd/*",
+            "CIFAR-100/dist/*",
             "ImageNet/r34_r18/*",
             "ImageNet/r50_mv1/*",
         )

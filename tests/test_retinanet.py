@@ -60,6 +60,29 @@ def test_sigmoid_luminet_by_hand():
     assert sigmoid_luminet_loss(s, 5 * s + 1, y, eps=1e-12).item() == pytest.approx(0, abs=1e-6)
 
 
+def test_sigmoid_luminet_is_a_class_mean_whose_size_does_not_grow_with_the_class_count():
+    """700 anchors of the same distribution (a few confident classes per anchor, the rest low,
+    the student a noisy copy of the teacher): the term at C = 80 stays within 2x of C = 10
+    (the sum over classes it was before grew about 8x), and C times the term is that sum."""
+    from luminet_det.losses import binary_kl, perception
+
+    def term(c, seed):
+        g = torch.Generator().manual_seed(seed)
+        t = torch.randn(700, c, generator=g) - 4 + 6 * (torch.rand(700, c, generator=g) < 0.05)
+        s = t + torch.randn(700, c, generator=g)
+        y = torch.full((700,), c)
+        y[:70] = 0  # 70 foreground anchors
+        return s, t, y
+
+    sizes = {}
+    for c in (10, 80):
+        s, t, y = term(c, c)
+        sizes[c] = sigmoid_luminet_loss(s, t, y).item()
+        old = binary_kl(perception(t), perception(s)).sum().item() / 70  # the class sum
+        assert c * sizes[c] == pytest.approx(old, rel=1e-5)
+    assert 0.5 < sizes[80] / sizes[10] < 2.0, sizes
+
+
 def test_sigmoid_losses_edge_cases_and_refusals():
     empty = torch.zeros(0, 4, requires_grad=True)
     for name in ("kd_sigmoid", "luminet_sigmoid"):
@@ -172,7 +195,8 @@ def test_anchors_option_changes_the_rows(tmp_path):
 
 def test_unsupported_teachers_and_losses_are_refused(tmp_path):
     with pytest.raises(
-        ConfigError, match=r"one-stage, sigmoid head.*\['luminet', 'kd', 'reviewkd'\]"
+        ConfigError,
+        match=r"one-stage, sigmoid head.*\['luminet', 'kd', 'dist', 'crosskd', 'reviewkd'\]",
     ):
         build_model(distill_retinanet_cfg(tmp_path, losses=("dkd",)))
     bad = distill_retinanet_cfg(tmp_path)

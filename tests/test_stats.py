@@ -72,44 +72,81 @@ def test_running_mode_uses_running_teacher_statistics_in_training_only():
         LuminetLoss(stats="local")
 
 
-def _sync_worker(rank, world, port, s_all, t_all, out):
+def _sync_worker(rank, world, port, s_all, t_all, y_all, split, out):
+    from luminet_det.losses import build_logit_loss
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    n = s_all.shape[0] // world
-    s = s_all[rank * n : (rank + 1) * n].clone().requires_grad_(True)
-    t = t_all[rank * n : (rank + 1) * n]
-    loss = LuminetLoss(stats="sync", temperature=2.0)(s, t)
-    loss.backward()
-    total = loss.detach().clone()
-    dist.all_reduce(total)
-    torch.save({"loss": total / world, "grad": s.grad}, os.path.join(out, f"sync{rank}.pt"))
+    rows = slice(0, split) if rank == 0 else slice(split, None)  # unequal row counts
+    result = {}
+    for name in ("luminet", "luminet_sigmoid"):
+        s = s_all[rows].clone().requires_grad_(True)
+        loss = build_logit_loss(name, stats="sync", temperature=2.0)(s, t_all[rows], y_all[rows])
+        loss.backward()
+        total = loss.detach().clone()
+        dist.all_reduce(total)
+        result[name] = {"loss": total / world, "grad": s.grad}
+    torch.save(result, os.path.join(out, f"sync{rank}.pt"))
     dist.destroy_process_group()
 
 
-def test_sync_mode_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path):
+@pytest.mark.parametrize("split", [5, 0])
+def test_sync_mode_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path, split):
+    """Unequal halves (5 and 11 rows; 0 and 16): the mean of the processes' losses and the mean
+    of their gradients (what DistributedDataParallel applies) equal one process holding the
+    concatenated batch, for the softmax and the sigmoid (foreground-normalised) forms."""
+    from luminet_det.losses import sigmoid_luminet_loss
+
     torch.manual_seed(3)
     s_all, t_all = (
         torch.randn(16, 6, dtype=torch.float64),
         torch.randn(16, 6, dtype=torch.float64) * 3,
     )
+    y_all = torch.tensor([0, 6, 6, 2, 6, 5, 6, 6, 1, 6, 6, 6, 3, 6, 6, 4])  # 6 = background
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    mp.spawn(_sync_worker, args=(2, port, s_all, t_all, str(tmp_path)), nprocs=2)
-    ref_s = s_all.clone().requires_grad_(True)
-    ref = luminet_loss(ref_s, t_all, 2.0)
-    ref.backward()
-    for rank in (0, 1):
-        got = torch.load(tmp_path / f"sync{rank}.pt")
-        assert got["loss"].item() == pytest.approx(ref.item(), rel=1e-10)
-        # each process back-propagates its own mean loss; DistributedDataParallel then averages
+    mp.spawn(_sync_worker, args=(2, port, s_all, t_all, y_all, split, str(tmp_path)), nprocs=2)
+    got = [torch.load(tmp_path / f"sync{rank}.pt") for rank in (0, 1)]
+    for name, fn in (
+        ("luminet", lambda s: luminet_loss(s, t_all, 2.0)),
+        ("luminet_sigmoid", lambda s: sigmoid_luminet_loss(s, t_all, y_all, 2.0)),
+    ):
+        ref_s = s_all.clone().requires_grad_(True)
+        ref = fn(ref_s)
+        ref.backward()
+        for rank in (0, 1):
+            assert got[rank][name]["loss"].item() == pytest.approx(ref.item(), rel=1e-10)
+        # each process back-propagates its own loss; DistributedDataParallel then averages
         # over the 2 processes, so grad / 2 must equal the one-process gradient of its rows
-        torch.testing.assert_close(got["grad"] / 2, ref_s.grad[rank * 8 : (rank + 1) * 8])
+        grads = torch.cat([got[0][name]["grad"], got[1][name]["grad"]]) / 2
+        torch.testing.assert_close(grads, ref_s.grad)
     # and batch statistics would differ: the option changes something
     local = luminet_loss(s_all[:8], t_all[:8], 2.0)
-    assert abs(local.item() - ref.item()) > 1e-3
+    assert abs(local.item() - luminet_loss(s_all, t_all, 2.0).item()) > 1e-3
+
+
+def test_running_mode_without_rows_contributes_zero_until_rows_arrive():
+    """STATS running when the first batches have no rows (e.g. DENSE.ANCHORS foreground with
+    no box in the batch): no error, a zero term with zero gradients, no statistics moved."""
+    loss = LuminetLoss(stats="running", num_classes=3).train()
+    empty = torch.zeros(0, 3, requires_grad=True)
+    value = loss(empty, torch.zeros(0, 3))
+    value.backward()
+    assert value.item() == 0.0 and loss.running.count.item() == 0
+    assert torch.equal(loss.running.mean, torch.zeros(3, dtype=torch.float64))
+    # rows in the batch but nothing seen before (an eval-mode call): zero, with zero gradient
+    s = torch.randn(6, 3, requires_grad=True)
+    frozen = LuminetLoss(stats="running", num_classes=3).eval()
+    value = frozen(s, torch.randn(6, 3))
+    value.backward()
+    assert value.item() == 0.0 and torch.count_nonzero(s.grad) == 0
+    # the first rows: the loss with their own statistics
+    t = torch.randn(6, 3) * 2
+    expected = luminet_loss(s, t, 4.0, teacher_moments=batch_moments(t))
+    assert loss(s, t).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_global_mode_applies_precomputed_statistics_unchanged():

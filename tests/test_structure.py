@@ -48,7 +48,7 @@ def test_every_logit_loss_builds_by_name_and_equals_its_function():
 
 
 def test_unknown_names_and_arguments_are_refused_with_what_is_valid():
-    valid = r"\['kd', 'logitstd', 'dkd', 'luminet', 'kd_sigmoid', 'luminet_sigmoid'\]"
+    valid = r"\['kd', 'logitstd', 'dkd', 'dist', 'luminet', 'kd_sigmoid', 'luminet_sigmoid', 'dist_sigmoid'\]"
     with pytest.raises(ValueError, match=r"'kdd'.*" + valid):
         build_logit_loss("kdd")
     with pytest.raises(ValueError, match=r"'kd' loss takes no argument \['beta'\].*temperature"):
@@ -73,7 +73,7 @@ def test_wrong_class_count_and_missing_targets_are_refused():
 def _imports(path):
     """Absolute module names a file imports (relative imports resolved)."""
     rel = os.path.relpath(path, os.path.dirname(PKG))[:-3].split(os.sep)
-    package = rel[:-1] if rel[-1] != "__init__" else rel[:-1]
+    package = rel[:-1]  # the package a relative import starts from (also for __init__)
     names = []
     for node in ast.walk(ast.parse(open(path).read())):
         if isinstance(node, ast.Import):
@@ -101,7 +101,8 @@ def test_the_core_imports_nothing_else_of_the_package():
 
 
 def test_the_detector_library_never_imports_the_classifier():
-    files = [p for p in _files() if os.sep + "cls" + os.sep not in p]
+    # the commands (luminet_det/cli) serve both and may import both
+    files = [p for p in _files() if not any(os.sep + d + os.sep in p for d in ("cls", "cli"))]
     for path in files:
         bad = [n for n in _imports(path) if n.startswith("luminet_det.cls")]
         assert not bad, f"{path} imports {bad}"
@@ -115,41 +116,110 @@ def test_import_cls_and_core_load_no_detectron2():
     assert proc.stdout.strip() == "[]"
 
 
-def test_import_luminet_det_registers_the_plugin_when_detectron2_loads_and_warns_nothing():
-    code = (
-        "import luminet_det\n"
-        "from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY\n"
-        "from detectron2.data import DatasetCatalog\n"
-        "assert 'DistillRCNN' in META_ARCH_REGISTRY\n"
-        "assert 'build_mobilenetv2_fpn_backbone' in BACKBONE_REGISTRY\n"
-        "assert 'digits_det_train' in DatasetCatalog.list()\n"
-        "import detectron2  # its own loader back, not the plugin's wrapper\n"
-        "assert type(detectron2.__loader__).__name__ == 'SourceFileLoader'\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-W", "default", "-c", code], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "FutureWarning" not in proc.stderr, proc.stderr
-    # whichever module of ours imports detectron2 first, the plugin ends up registered
-    for first in (
+_REGISTERED = (
+    "from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY\n"
+    "from detectron2.data import DatasetCatalog\n"
+    "assert 'DistillRCNN' in META_ARCH_REGISTRY and 'DistillRetinaNet' in META_ARCH_REGISTRY\n"
+    "assert 'build_mobilenetv2_fpn_backbone' in BACKBONE_REGISTRY\n"
+    "assert 'digits_det_train' in DatasetCatalog.list()\n"
+)
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "from luminet_det import add_luminet_config",
         "from luminet_det import load_config",
-        "from luminet_det.config import add_luminet_config",
+        "import luminet_det.modeling",
         "import luminet_det.engine",
-        "from luminet_det.data import register_coco_detection",
-        "from luminet_det.testing import toy_batch",
-    ):
-        _python(
-            f"{first}\nfrom detectron2.modeling import META_ARCH_REGISTRY\n"
-            "from detectron2.data import DatasetCatalog\n"
-            "assert 'DistillRCNN' in META_ARCH_REGISTRY, 'not registered'\n"
-            "assert 'digits_det_val' in DatasetCatalog.list()"
-        )
-    # detectron2 imported first: registered at `import luminet_det`
-    _python(
-        "import detectron2.modeling, luminet_det\n"
-        "assert 'DistillRCNN' in detectron2.modeling.META_ARCH_REGISTRY"
+        "import luminet_det.cli.train",
+    ],
+)
+def test_each_entry_point_registers_everything_the_detector_needs(first):
+    _python(f"{first}\n{_REGISTERED}")
+
+
+def test_import_luminet_det_alone_loads_no_detectron2_and_installs_no_hook():
+    proc = _python(
+        "import sys\nhooks = list(sys.meta_path)\nimport luminet_det\n"
+        "assert sys.meta_path == hooks, sys.meta_path\n"
+        "print(sorted(k for k in sys.modules if k.split('.')[0] == 'detectron2'))"
     )
+    assert proc.stdout.strip() == "[]"
+
+
+def test_importing_the_library_changes_no_warning_or_logging_filter():
+    """The dependencies are imported first (they may set filters of their own); then importing
+    luminet_det and its modules must leave every filter as it was. The commands
+    (luminet_det.cli) do hide known dependency warnings: checked last, so the test can fail."""
+    code = (
+        "import logging, warnings\n"
+        "import detectron2.checkpoint, detectron2.config, detectron2.data, detectron2.engine\n"
+        "import detectron2.evaluation, detectron2.modeling, detectron2.model_zoo\n"
+        "import fvcore.common.config, torch.fx._symbolic_trace, torch.utils.cpp_extension\n"
+        "def state():\n"
+        "    loggers = [logging.getLogger()] + [\n"
+        "        logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]\n"
+        "    return list(warnings.filters), {l.name: list(l.filters) for l in loggers}\n"
+        "before = state()\n"
+        "import luminet_det, luminet_det.modeling, luminet_det.engine, luminet_det.export\n"
+        "from luminet_det import add_luminet_config, load_config\n"
+        "import luminet_det.cls, luminet_det.losses, luminet_det.visualize\n"
+        "after = state()\n"
+        "assert after[0] == before[0], 'warning filters changed'\n"
+        "changed = {k: v for k, v in after[1].items() if v != before[1].get(k, [])}\n"
+        "assert not changed, changed\n"
+        "import luminet_det.cli\n"
+        "assert state() != before, 'the commands hide nothing?'\n"
+    )
+    _python(code)
+
+
+def test_the_package_import_graph_has_no_cycle():
+    """Over the AST of every module: top-level and function-level imports of the package."""
+    root = os.path.dirname(PKG)
+    modules = {}
+    for path in _files():
+        rel = os.path.relpath(path, root)[:-3].split(os.sep)
+        modules[".".join(rel[:-1] if rel[-1] == "__init__" else rel)] = path
+
+    def imported_modules(path):
+        """``import a.b`` -> a.b; ``from a import b`` -> a.b if that is a module, else a."""
+        package = os.path.relpath(path, root)[:-3].split(os.sep)[:-1]
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.Import):
+                yield from (a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                for a in node.names:
+                    yield f"{module}.{a.name}" if f"{module}.{a.name}" in modules else module
+
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in imported_modules(path):
+            while imported and imported not in modules and "." in imported:
+                imported = imported.rsplit(".", 1)[0]  # a name inside a module
+            if imported in modules and imported != name:
+                targets.add(imported)
+        graph[name] = targets
+    assert graph["luminet_det.modeling"] >= {"luminet_det.data"}  # the graph is real
+
+    def cycle_from(start):
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    return path + [start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+    cycles = [c for c in (cycle_from(m) for m in sorted(graph)) if c]
+    assert not cycles, " ; ".join(" -> ".join(c) for c in cycles)
 
 
 # ------------------------------------------------------------------------------ atomic writes

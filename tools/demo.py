@@ -37,7 +37,7 @@ def run(cmd):
 
 
 def load_cfg(name):
-    from luminet_det import load_config
+    from luminet_det import load_config  # registers the plugin
 
     return load_config(os.path.join(CONFIGS, name))
 
@@ -72,6 +72,7 @@ def main():
     args = parser.parse_args()
     start = time.time()
 
+    import luminet_det.cli  # noqa: F401  isort: skip  (a command: hides known dependency noise)
     import detectron2
     import torch
 

@@ -1,4 +1,4 @@
-"""python -m luminet_det.cls {train,eval} --config FILE [KEY=VALUE ...]
+"""luminet-cls (python -m luminet_det.cls) {train,eval} --config FILE [KEY=VALUE ...]
 
 train: trains MODEL.STUDENT with METHOD.NAME (ce = alone, which is also how teachers are
        trained; kd / dkd / luminet distil from MODEL.TEACHER_WEIGHTS). --resume continues
@@ -20,7 +20,7 @@ from .engine import Trainer, evaluate_checkpoint
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m luminet_det.cls", description=__doc__)
+    parser = argparse.ArgumentParser(prog="luminet-cls", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a student (or a teacher with METHOD.NAME=ce)")
     train.add_argument("--config", default="", help="YAML config")

@@ -10,6 +10,7 @@ from fvcore.common.config import CfgNode as CN  # yacs + _BASE_ inheritance
 
 from luminet_det.errors import ConfigError
 from luminet_det.losses import STATS_MODES, logit_loss_names
+from luminet_det.precision import DTYPES
 
 __all__ = ["get_cfg", "load_config", "loss_kwargs", "METHODS", "LOSS_ARGS"]
 
@@ -20,6 +21,7 @@ LOSS_ARGS = {
     "dkd": {"alpha": "DKD_ALPHA", "beta": "DKD_BETA", "temperature": "TEMPERATURE"},
     "luminet": {"temperature": "TEMPERATURE", "eps": "EPS", "stats": "STATS"},
     "logitstd": {"temperature": "TEMPERATURE"},  # its eps: the authors' 1e-7
+    "dist": {"beta": "DIST_BETA", "gamma": "DIST_GAMMA", "tau": "TEMPERATURE"},
 }
 assert set(LOSS_ARGS) <= set(logit_loss_names()), f"{LOSS_ARGS} vs {logit_loss_names()}"
 #: ce: the student alone (also how teachers are trained); the others distil from MODEL.TEACHER.
@@ -40,8 +42,19 @@ def get_cfg() -> CN:
     # module (best.pth / last.pth) or a torchvision state dict for ImageNet models.
     c.MODEL.TEACHER_WEIGHTS = ""
     # Before distilling, the teacher is evaluated on the validation set and refused below this
-    # top-1 (%): -1 = twice chance level (200 / classes), 0 = no check.
+    # top-1 (%): -1 = automatic (TEACHER_EXPECTED_TOP1 - TEACHER_TOP1_TOLERANCE when an
+    # expected top-1 is known, else twice chance level, 200 / classes), 0 = no check.
     c.MODEL.TEACHER_MIN_TOP1 = -1.0
+    # The published top-1 (%) of the checkpoint in TEACHER_WEIGHTS, when known (e.g. 79.42 for
+    # the released CIFAR-100 resnet32x4); -1 = unknown. A weight file that loads but computes
+    # something else (a foreign checkpoint matched by position, the wrong normalisation) lands
+    # far below it, where the chance-level floor would still accept it.
+    c.MODEL.TEACHER_EXPECTED_TOP1 = -1.0
+    # How many points below TEACHER_EXPECTED_TOP1 the teacher may evaluate (>= 0).
+    c.MODEL.TEACHER_TOP1_TOLERANCE = 3.0
+    # The dtype of the frozen teacher's forward: "float32", "bfloat16" or "float16" (under
+    # torch.autocast; no gradient, so no loss scaling). Its logits reach the loss in float32.
+    c.MODEL.TEACHER_DTYPE = "float32"
     # Checkpoint files (paths as given in STUDENT_WEIGHTS / TEACHER_WEIGHTS or to `eval
     # --checkpoint`) that may be fully unpickled. Every other file is read as data only
     # (tensors and plain containers): a checkpoint from the internet cannot run code while it
@@ -62,11 +75,12 @@ def get_cfg() -> CN:
     c.DATA.NUM_WORKERS = 2
 
     c.METHOD = CN()
-    # "ce" (student alone), "kd", "dkd", "luminet" or "logitstd" (Logit Standardization KD).
+    # "ce" (student alone), "kd", "dkd", "luminet", "logitstd" (Logit Standardization KD) or
+    # "dist" (DIST).
     c.METHOD.NAME = "luminet"
     # Weight of the cross-entropy with the labels.
     c.METHOD.CE_WEIGHT = 1.0
-    # Weight of the distillation term (LumiNet's official recipes use alpha**2: 34**2 on
+    # Weight of the distillation term (LumiNet's official recipes use alpha**2: 33**2 on
     # CIFAR-100 res32x4->res8x4, 2**2 on ImageNet).
     c.METHOD.WEIGHT = 1.0
     # Temperature of the distillation softmax (> 0).
@@ -77,6 +91,9 @@ def get_cfg() -> CN:
     # DKD's target (alpha) and non-target (beta) weights.
     c.METHOD.DKD_ALPHA = 1.0
     c.METHOD.DKD_BETA = 8.0
+    # DIST's inter-class (beta) and intra-class (gamma) relation weights.
+    c.METHOD.DIST_BETA = 1.0
+    c.METHOD.DIST_GAMMA = 1.0
     # Variance epsilon of LumiNet's perception.
     c.METHOD.EPS = 1e-5
     # Where LumiNet's statistics come from: "batch" (the paper), "sync" (all processes' batches
@@ -96,6 +113,12 @@ def get_cfg() -> CN:
     c.SOLVER.GAMMA = 0.1
     c.SOLVER.WEIGHT_DECAY = 5e-4
     c.SOLVER.MOMENTUM = 0.9
+    c.SOLVER.AMP = CN()
+    # Mixed precision for the student: its forward under torch.autocast in PRECISION; the
+    # losses are computed in float32, and float16 on CUDA scales the gradients (GradScaler).
+    c.SOLVER.AMP.ENABLED = False
+    # "float16" or "bfloat16".
+    c.SOLVER.AMP.PRECISION = "float16"
 
     # Where checkpoints (last.pth, best.pth) and metrics.json go.
     c.OUTPUT_DIR = "output/cls/run"
@@ -140,6 +163,20 @@ def load_config(path: str = "", overrides: Sequence[str] = ()) -> CN:
     if cfg.METHOD.STATS not in STATS_MODES:
         raise ConfigError(
             f"METHOD.STATS must be one of {list(STATS_MODES)}, got {cfg.METHOD.STATS!r}."
+        )
+    if cfg.MODEL.TEACHER_TOP1_TOLERANCE < 0:
+        raise ConfigError(
+            f"MODEL.TEACHER_TOP1_TOLERANCE must be >= 0 (points of top-1), got "
+            f"{cfg.MODEL.TEACHER_TOP1_TOLERANCE}."
+        )
+    if cfg.MODEL.TEACHER_DTYPE not in DTYPES:
+        raise ConfigError(
+            f"MODEL.TEACHER_DTYPE must be one of {list(DTYPES)}, got {cfg.MODEL.TEACHER_DTYPE!r}."
+        )
+    if cfg.SOLVER.AMP.PRECISION not in ("float16", "bfloat16"):
+        raise ConfigError(
+            f"SOLVER.AMP.PRECISION must be 'float16' or 'bfloat16', got "
+            f"{cfg.SOLVER.AMP.PRECISION!r}."
         )
     if cfg.METHOD.TEMPERATURE <= 0:
         raise ConfigError(f"METHOD.TEMPERATURE must be > 0, got {cfg.METHOD.TEMPERATURE}.")

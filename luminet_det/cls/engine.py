@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Subset
 from luminet_det.errors import TeacherTooWeakError, WeightsUnavailableError
 from luminet_det.losses import LogitLoss, build_logit_loss
 from luminet_det.metrics import classification_report
+from luminet_det.precision import autocast_for, check_dtype, teacher_precision
 from luminet_det.rng import preserved_rng
 from luminet_det.runio import atomic_save, load_checkpoint
 
@@ -24,9 +25,17 @@ from .config import loss_kwargs
 from .data import build_dataset, num_classes
 from .models import build_model
 
-__all__ = ["Trainer", "evaluate", "evaluate_checkpoint", "distillation_loss"]
+__all__ = [
+    "Trainer",
+    "evaluate",
+    "evaluate_checkpoint",
+    "distillation_loss",
+    "shard",
+    "teacher_minimum",
+]
 
 logger = logging.getLogger("luminet_det.cls")
+_DTYPE_KEY = "MODEL.TEACHER_DTYPE"
 
 
 def distillation_loss(cfg, num_classes: int) -> Optional[LogitLoss]:
@@ -50,8 +59,14 @@ def _dist_info():
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> Dict[str, float]:
-    """top1, top5, ECE, MCE (15 bins) and FPR95 of ``model`` on ``loader`` (all percent)."""
+def evaluate(
+    model: nn.Module, loader: DataLoader, device: torch.device, distributed: bool = False
+) -> Dict[str, float]:
+    """top1, top5, ECE, MCE (15 bins) and FPR95 of ``model`` on ``loader`` (all percent).
+
+    With ``distributed`` every process calls it with a loader over its own shard of the set
+    (:func:`shard`) and gets the report of the whole set (counts all-reduced,
+    :func:`luminet_det.metrics.classification_report`)."""
     was_training = model.training
     model.eval()
     logits, labels = [], []
@@ -59,7 +74,24 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> Dict
         logits.append(model(x.to(device))[0].float().cpu())
         labels.append(y)
     model.train(was_training)
-    return classification_report(torch.cat(logits), torch.cat(labels))
+    if not logits:  # an empty shard
+        return classification_report(
+            torch.zeros(0, _classes(model)),
+            torch.zeros(0, dtype=torch.long),
+            distributed=distributed,
+        )
+    return classification_report(torch.cat(logits), torch.cat(labels), distributed=distributed)
+
+
+def _classes(model: nn.Module) -> int:
+    """The output width of a classifier (its last Linear layer)."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+
+
+def shard(dataset, world: int, rank: int):
+    """Rank ``rank``'s share of ``dataset`` for evaluation: every ``world``-th item, no item
+    twice and none padded (DistributedSampler would repeat items to equalise the shards)."""
+    return dataset if world == 1 else Subset(dataset, range(rank, len(dataset), world))
 
 
 class Trainer:
@@ -75,7 +107,8 @@ class Trainer:
         self.cfg, self.progress = cfg, progress
         self.world, self.rank = _dist_info()
         if self.world > 1 and not torch.distributed.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            # NCCL for the CUDA tensors of training, gloo for the CPU tensors of evaluation
+            backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
             torch.distributed.init_process_group(backend)
         self.device = _device(cfg)
         if self.device.type == "cuda" and self.world > 1:
@@ -96,6 +129,14 @@ class Trainer:
         self.distill = distillation_loss(cfg, classes)
         if self.distill is not None:  # a module: e.g. LumiNet's running teacher statistics
             self.distill.to(self.device)
+            # labels come from the data set, in range by construction: not read back per step
+            self.distill.check_targets = False
+        check_dtype(cfg.MODEL.TEACHER_DTYPE, self.device.type, _DTYPE_KEY)
+        amp = cfg.SOLVER.AMP
+        if amp.ENABLED:
+            check_dtype(amp.PRECISION, self.device.type, "SOLVER.AMP.PRECISION")
+        fp16_cuda = amp.ENABLED and amp.PRECISION == "float16" and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if fp16_cuda else None
         self.teacher = None
         if self.distill is not None:
             _check_teacher_file(cfg)
@@ -131,7 +172,10 @@ class Trainer:
             generator=generator,
             pin_memory=self.device.type == "cuda",
         )
-        self.val_loader = DataLoader(self.val_set, 256, num_workers=cfg.DATA.NUM_WORKERS)
+        # every process evaluates its own shard; the counts are all-reduced (evaluate)
+        self.val_loader = DataLoader(
+            shard(self.val_set, self.world, self.rank), 256, num_workers=cfg.DATA.NUM_WORKERS
+        )
         self.optimizer = torch.optim.SGD(
             self.student.parameters(),
             lr=cfg.SOLVER.LR,
@@ -202,7 +246,6 @@ class Trainer:
             self.distill.train()
         if isinstance(self.train_loader.sampler, torch.utils.data.DistributedSampler):
             self.train_loader.sampler.set_epoch(epoch)
-        totals = {"loss": 0.0, "loss_ce": 0.0, "loss_distill": 0.0}
         n = 0
         batches = self.train_loader
         if self.progress and self.rank == 0:
@@ -212,55 +255,101 @@ class Trainer:
                 batches, desc=f"epoch {epoch}/{cfg.SOLVER.EPOCHS}", leave=False, dynamic_ncols=True
             )
         factor = self._warmup(epoch)
+        totals = torch.zeros(3, device=self.device)  # kept on the device: no wait per step
         for it, (x, y) in enumerate(batches):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            logits, _ = self.model(x)
-            loss_ce = F.cross_entropy(logits, y) * m.CE_WEIGHT
-            loss_distill = torch.zeros((), device=self.device)
-            if self.distill is not None:
-                with torch.no_grad():
-                    t_logits, _ = self.teacher(x)
-                loss_distill = self.distill(logits, t_logits, y) * (m.WEIGHT * factor)
-            loss = loss_ce + loss_distill
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"Loss became {loss.item()} at epoch {epoch}, iteration {it} (loss_ce="
-                    f"{loss_ce.item():.4g}, loss_distill={loss_distill.item():.4g}); stopped before "
-                    "the optimizer step. Lower SOLVER.LR or METHOD.WEIGHT, then --resume."
-                )
+            loss, loss_ce, loss_distill = self.losses(x, y, factor)
+            self._ensure_finite(loss, loss_ce, loss_distill, epoch, it)  # one host sync
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            totals["loss"] += loss.item()
-            totals["loss_ce"] += loss_ce.item()
-            totals["loss_distill"] += loss_distill.item()
+            if self.scaler is not None:  # float16 on CUDA: scaled gradients
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            totals += torch.stack([loss, loss_ce, loss_distill]).detach()
             n += 1
             if hasattr(batches, "set_postfix") and it % 10 == 0:
                 batches.set_postfix(loss=f"{loss.item():.3f}")
-        return {k: v / max(n, 1) for k, v in totals.items()}
+        values = (totals / max(n, 1)).tolist()
+        return dict(zip(("loss", "loss_ce", "loss_distill"), values))
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor, factor: float = 1.0):
+        """(total, cross-entropy, distillation) of one batch: the student's forward (under
+        autocast when SOLVER.AMP.ENABLED), the teacher's (under MODEL.TEACHER_DTYPE, no
+        gradient), the losses in float32 with their weights and the warm-up ``factor``."""
+        m = self.cfg.METHOD
+        with self.student_precision():
+            logits, _ = self.model(x)
+        logits = logits.float()
+        loss_ce = F.cross_entropy(logits, y) * m.CE_WEIGHT
+        loss_distill = torch.zeros((), device=self.device)
+        if self.distill is not None:
+            with teacher_precision(self.cfg.MODEL.TEACHER_DTYPE, self.device.type, _DTYPE_KEY):
+                t_logits, _ = self.teacher(x)
+            loss_distill = self.distill(logits, t_logits.float(), y) * (m.WEIGHT * factor)
+        return loss_ce + loss_distill, loss_ce, loss_distill
+
+    def student_precision(self):
+        """The student's forward: autocast in SOLVER.AMP.PRECISION when SOLVER.AMP.ENABLED,
+        else plain float32."""
+        amp = self.cfg.SOLVER.AMP
+        return autocast_for(amp.PRECISION if amp.ENABLED else "float32", self.device.type)
+
+    @staticmethod
+    def _ensure_finite(loss, loss_ce, loss_distill, epoch: int, it: int) -> None:
+        """FloatingPointError naming the terms if the loss is not finite: one host
+        synchronisation per step, the terms read only when it fires."""
+        if not bool(torch.isfinite(loss)):
+            raise FloatingPointError(
+                f"Loss became {loss.item()} at epoch {epoch}, iteration {it} (loss_ce="
+                f"{loss_ce.item():.4g}, loss_distill={loss_distill.item():.4g}); stopped before "
+                "the optimizer step. Lower SOLVER.LR or METHOD.WEIGHT, then --resume."
+            )
+
+    def _broadcast_buffers(self) -> None:
+        """Give every process rank 0's buffers (BatchNorm running statistics) before each
+        process evaluates its shard: DistributedDataParallel broadcasts them at the start of
+        each forward, so after the last training step every process holds the statistics of
+        its own last batch, and rank 0's are the ones saved."""
+        if self.world > 1:
+            for buf in self.student.buffers():
+                torch.distributed.broadcast(buf, 0)
 
     def check_teacher(self, metrics_path: str) -> Dict[str, float]:
-        """Evaluate the teacher once on the validation set (every process: the decision must
-        be the same everywhere), print its top-1 and refuse a teacher below
-        ``MODEL.TEACHER_MIN_TOP1`` (-1: twice chance level)."""
+        """Evaluate the teacher once on the validation set (each process its shard; every
+        process gets the same report and takes the same decision), print its top-1 and refuse
+        a teacher below :func:`teacher_minimum`."""
         cfg = self.cfg
-        t = evaluate(self.teacher, self.val_loader, self.device)
+        t = evaluate(self.teacher, self.val_loader, self.device, distributed=self.world > 1)
         classes = self.num_classes
-        minimum = cfg.MODEL.TEACHER_MIN_TOP1
-        minimum = 200.0 / classes if minimum < 0 else minimum
+        minimum, why = teacher_minimum(cfg, classes)
         logger.info(
             f"teacher {cfg.MODEL.TEACHER} ({cfg.MODEL.TEACHER_WEIGHTS}): top-1 {t['top1']:.2f} "
-            f"on the validation set (minimum {minimum:.2f})"
+            f"on the validation set (minimum {minimum:.2f}: {why})"
         )
         if self.rank == 0:
             _append(metrics_path, {"epoch": 0, **{f"teacher_{k}": v for k, v in t.items()}})
         if t["top1"] < minimum:
+            expected = cfg.MODEL.TEACHER_EXPECTED_TOP1
+            if expected > 0 and cfg.MODEL.TEACHER_MIN_TOP1 < 0:
+                advice = (
+                    f"The file may not be the checkpoint the config names, or may have been "
+                    f"trained with other data or normalisation. For a teacher of your own, set "
+                    f"MODEL.TEACHER_EXPECTED_TOP1 to its top-1 (or -1 for the chance-level check "
+                    f"only), or MODEL.TEACHER_MIN_TOP1=0.0 to skip this check."
+                )
+            else:
+                advice = (
+                    "Check that the weights are those of this architecture and data set (or set "
+                    "MODEL.TEACHER_MIN_TOP1=0.0 to skip this check)."
+                )
             raise TeacherTooWeakError(
                 f"The teacher {cfg.MODEL.TEACHER} from {cfg.MODEL.TEACHER_WEIGHTS!r} reaches "
-                f"top-1 {t['top1']:.2f} % on the validation set, below {minimum:.2f} % (chance is "
-                f"{100.0 / classes:.2f} %): distilling from it would teach the student noise. "
-                "Check that the weights are those of this architecture and data set (or set "
-                "MODEL.TEACHER_MIN_TOP1=0.0 to skip this check)."
+                f"top-1 {t['top1']:.2f} % on the validation set, below the minimum "
+                f"{minimum:.2f} % ({why}; chance is {100.0 / classes:.2f} %): distilling from it "
+                f"would teach the student something other than the teacher you meant. {advice}"
             )
         return t
 
@@ -310,10 +399,11 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             losses = self.train_epoch(epoch)
             self.scheduler.step()
-            if self.world > 1:
-                torch.distributed.barrier()
+            # every process evaluates its shard (no process waits idle in a collective for
+            # rank 0 to evaluate the whole set, which can exceed NCCL's timeout on ImageNet)
+            self._broadcast_buffers()
+            result = evaluate(self.student, self.val_loader, self.device, self.world > 1)
             if self.rank == 0:
-                result = evaluate(self.student, self.val_loader, self.device)
                 self._save(epoch, result)
                 row = {"epoch": epoch, "lr": lr, **losses, **result, "time": time.time() - start}
                 _append(metrics_path, row)
@@ -329,6 +419,22 @@ class Trainer:
 
 #: where the released CIFAR-100 teachers come from (the official LumiNet README points there)
 RELEASE = "https://github.com/megvii-research/mdistiller/releases/tag/checkpoints"
+
+
+def teacher_minimum(cfg, classes: int):
+    """(minimum top-1 in %, why) of the teacher check: MODEL.TEACHER_MIN_TOP1 when set (>= 0);
+    else TEACHER_EXPECTED_TOP1 - TEACHER_TOP1_TOLERANCE when the published top-1 is known;
+    else twice chance level."""
+    m = cfg.MODEL
+    if m.TEACHER_MIN_TOP1 >= 0:
+        return m.TEACHER_MIN_TOP1, "MODEL.TEACHER_MIN_TOP1"
+    if m.TEACHER_EXPECTED_TOP1 > 0:
+        return (
+            m.TEACHER_EXPECTED_TOP1 - m.TEACHER_TOP1_TOLERANCE,
+            f"its published top-1 {m.TEACHER_EXPECTED_TOP1:.2f} % "
+            f"(MODEL.TEACHER_EXPECTED_TOP1) minus {m.TEACHER_TOP1_TOLERANCE:g} points",
+        )
+    return 200.0 / classes, "twice chance level; no MODEL.TEACHER_EXPECTED_TOP1 known"
 
 
 def _check_teacher_file(cfg) -> None:

@@ -12,17 +12,11 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .coco import load_coco_detection
-from .digits import DIGIT_CLASSES, digits_paths
+from .digits import DIGIT_CLASSES, digits_paths, digits_root
 
 __all__ = ["digits_root", "register_builtin_digits", "BUILTIN_DATASETS"]
 
 BUILTIN_DATASETS = {"digits_det_train": "train", "digits_det_val": "val"}
-
-
-def digits_root() -> str:
-    return os.path.join(
-        os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "digits_det"
-    )
 
 
 def _load(name: str):

@@ -23,12 +23,20 @@ from PIL import Image, ImageDraw
 
 from ..runio import atomic_write
 
-__all__ = ["generate_digits_detection", "DIGIT_CLASSES", "digits_paths"]
+__all__ = ["generate_digits_detection", "DIGIT_CLASSES", "digits_paths", "digits_root"]
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
 # bump when the generator's output changes; stored in the JSON "info". 3: instance masks
 # (images, boxes and labels are those of version 2: the masks take no random draws)
 _VERSION = 3
+
+
+def digits_root() -> str:
+    """Where the built-in set is registered: ``$DETECTRON2_DATASETS/digits_det``
+    (``DETECTRON2_DATASETS`` defaults to ``datasets``, as in detectron2)."""
+    return os.path.join(
+        os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "digits_det"
+    )
 
 
 def digits_paths(root: str, split: str) -> Tuple[str, str]:
@@ -241,8 +249,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="regenerate even if present")
     args = parser.parse_args(argv)
-    from .builtin import digits_root
-
     root = args.root or digits_root()
     if is_generated(root) and not args.force:
         print(f"Built-in digits detection set already present in {root} (--force regenerates).")

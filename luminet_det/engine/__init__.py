@@ -10,7 +10,12 @@ Dataset registration lives in :mod:`luminet_det.data`.
 """
 
 from ..rng import preserved_rng
-from .checkpoint import AtomicWritePathManager, check_student_weights, make_atomic
+from .checkpoint import (
+    AtomicWritePathManager,
+    check_converted_weights,
+    check_student_weights,
+    make_atomic,
+)
 from .ddp import cpu_ddp
 from .teacher_eval import TeacherTooWeakError, evaluate_teacher
 from .teacher_stats import losses_needing_teacher_stats, precompute_teacher_stats
@@ -19,6 +24,7 @@ __all__ = [
     "AtomicWritePathManager",
     "make_atomic",
     "check_student_weights",
+    "check_converted_weights",
     "cpu_ddp",
     "TeacherTooWeakError",
     "evaluate_teacher",

@@ -37,6 +37,7 @@ def evaluate_teacher(cfg: CfgNode, model: nn.Module, min_ap: float = 1.0) -> Dic
     from detectron2.evaluation import COCOEvaluator
     from detectron2.utils import comm
 
+    from ..modeling.lazy_teacher import is_lazy_config
     from ..modeling.teacher import load_teacher_cfg, teacher_architecture
 
     model = model.module if hasattr(model, "module") else model
@@ -49,7 +50,14 @@ def evaluate_teacher(cfg: CfgNode, model: nn.Module, min_ap: float = 1.0) -> Dic
     name = cfg.DATASETS.TEST[0]
     out: Dict[str, Dict] = {}
     for i, (config, opts, weights, teacher) in enumerate(teachers):
-        tcfg = load_teacher_cfg(config, opts, cfg.MODEL.DEVICE, teacher_architecture(cfg))
+        if is_lazy_config(config):
+            # a LazyConfig teacher has no YAML test loader: the student's (its sizes and
+            # channel order; the teacher's own order restored by a flip where they differ)
+            tcfg = cfg.clone()
+            tcfg.defrost()
+            teacher = _InStudentFormat(teacher, cfg.INPUT.FORMAT)
+        else:
+            tcfg = load_teacher_cfg(config, opts, cfg.MODEL.DEVICE, teacher_architecture(cfg))
         tcfg.DATASETS.TEST = (name,)
         tcfg.DATALOADER.NUM_WORKERS = cfg.DATALOADER.NUM_WORKERS
         folder = os.path.join(cfg.OUTPUT_DIR, "teacher_eval" + (f"_{i}" if i else ""))
@@ -67,3 +75,18 @@ def evaluate_teacher(cfg: CfgNode, model: nn.Module, min_ap: float = 1.0) -> Dic
         logger.info(f"Teacher {config}: box AP on {name} {ap:.2f} (minimum {min_ap}).")
         out[config] = results
     return out
+
+
+class _InStudentFormat(nn.Module):
+    """A teacher fed images in the student's channel order (its evaluation through the
+    student's test loader): flips RGB <-> BGR when the two differ."""
+
+    def __init__(self, teacher: nn.Module, student_format: str):
+        super().__init__()
+        self.teacher = teacher
+        self.flip = teacher.input_format != student_format
+
+    def forward(self, batched_inputs):
+        if self.flip:
+            batched_inputs = [dict(x, image=x["image"].flip(0)) for x in batched_inputs]
+        return self.teacher(batched_inputs)

@@ -40,6 +40,11 @@ def _check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a number > 0, got {value!r}.")
 
 
+def _check_reduction(reduction: str) -> None:
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}.")
+
+
 def _empty_loss(student_logits: torch.Tensor) -> torch.Tensor:
     """A float32 zero connected to the student's graph (gradients are zeros)."""
     return _as_float(student_logits).sum() * 0.0

@@ -10,12 +10,22 @@ softmax over C+1 classes, so the softmax KL of :mod:`.functional` does not apply
 
       p = sigmoid(x / T),   KL(p_T || p_S) = p_T log(p_T / p_S) + (1 - p_T) log((1 - p_T) / (1 - p_S))
 
-* the sum over rows and classes is **normalised as focal loss is**: divided by the number of
-  foreground rows (targets < C), at least 1.
+* the sum over rows is divided by the batch's **foreground rows** (targets < C), at least 1.
+  (detectron2's focal loss divides by an exponential moving average of that count,
+  ``RetinaNet.loss_normalizer``; after its first few dozen iterations the two are close.)
 
-``sigmoid_luminet_loss`` first standardises each class column over the rows (LumiNet's
-:func:`~luminet_det.losses.perception`, teacher and student each with their own statistics);
-``sigmoid_kd_loss`` uses the raw logits and multiplies by T² as Hinton's KD does.
+How the classes are reduced differs, on purpose:
+
+* ``sigmoid_luminet_loss`` first standardises each class column over the rows (LumiNet's
+  :func:`~luminet_det.losses.perception`, teacher and student each with their own statistics)
+  and takes the **mean over the C columns**: after standardisation every column contributes
+  about the same, so a sum would grow with C (8x from 10 to 80 classes) and a weight chosen
+  on one data set would mean something else on another. With the mean, a weight means the
+  same whatever the class count.
+* ``sigmoid_kd_loss`` uses the raw logits, **sums over the classes** as focal loss does, and
+  multiplies by T² as Hinton's KD does: a column that both models score near zero (most of
+  them, for most anchors) contributes almost nothing, so the sum follows the classes present,
+  not C.
 
 Conventions as in :mod:`.functional`: fp32 maths for half inputs, the teacher detached, an
 empty batch gives a zero connected to the student's graph.
@@ -28,10 +38,16 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ._checks import _as_float, _check_pair, _check_positive, _empty_loss
-from .functional import _perception_over_t
+from ._checks import _as_float, _check_pair, _check_positive, _check_reduction, _empty_loss
+from .functional import _dist_from_probabilities, _perception_over_t
 
-__all__ = ["binary_kl", "sigmoid_kd_loss", "sigmoid_luminet_loss", "foreground_count"]
+__all__ = [
+    "binary_kl",
+    "sigmoid_kd_loss",
+    "sigmoid_luminet_loss",
+    "sigmoid_dist_loss",
+    "foreground_count",
+]
 
 
 def binary_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
@@ -43,7 +59,7 @@ def binary_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> tor
 
 
 def foreground_count(targets: torch.Tensor, num_classes: int) -> int:
-    """The focal-loss normaliser of a batch of rows: the number of rows whose target is a class
+    """The normaliser of the sigmoid losses: the number of rows whose target is a class
     (0 <= target < C), at least 1.
 
     Args:
@@ -68,14 +84,18 @@ def foreground_count(targets: torch.Tensor, num_classes: int) -> int:
     return max(int((targets < num_classes).sum()), 1)
 
 
-def _check_rows(student_logits, teacher_logits, targets) -> int:
+def _check_rows(student_logits, teacher_logits, targets, check_targets=True) -> torch.Tensor:
+    """Check the shapes (and, with ``check_targets``, the target values, which waits for the
+    device); return the foreground normaliser as a float tensor."""
     _check_pair(student_logits, teacher_logits)
     if targets.shape[:1] != student_logits.shape[:1]:
         raise ValueError(
             f"targets must have one entry per row: logits {tuple(student_logits.shape)}, "
             f"targets {tuple(targets.shape)}."
         )
-    return foreground_count(targets, student_logits.shape[1])
+    if check_targets:
+        foreground_count(targets, student_logits.shape[1])  # validates the values
+    return (targets < student_logits.shape[1]).sum().clamp_min(1).float()
 
 
 def sigmoid_kd_loss(
@@ -83,6 +103,8 @@ def sigmoid_kd_loss(
     teacher_logits: torch.Tensor,
     targets: torch.Tensor,
     temperature: float = 1.0,
+    *,
+    check_targets: bool = True,
 ) -> torch.Tensor:
     """KD for sigmoid classifiers::
 
@@ -93,17 +115,19 @@ def sigmoid_kd_loss(
         teacher_logits (Tensor): (N, C) of the teacher, same rows; detached.
         targets (Tensor): (N,) each row's class in [0, C], C = background (only counted).
         temperature (float): T > 0.
+        check_targets (bool): check that the targets lie in [0, C] (waits for the device;
+            skipped by callers whose targets come from an anchor matcher).
 
     Returns:
         Tensor: scalar float loss; ``0.0`` connected to the student graph for N = 0.
     """
     _check_positive("temperature", temperature)
-    normaliser = _check_rows(student_logits, teacher_logits, targets)
+    normaliser = _check_rows(student_logits, teacher_logits, targets, check_targets)
     if student_logits.shape[0] == 0:
         return _empty_loss(student_logits)
     s = _as_float(student_logits)
     t = _as_float(teacher_logits.detach()).to(s.dtype)
-    return binary_kl(t / temperature, s / temperature).sum() * temperature**2 / normaliser
+    return binary_kl(t / temperature, s / temperature).sum() * temperature**2 / normaliser.to(s)
 
 
 def sigmoid_luminet_loss(
@@ -115,15 +139,21 @@ def sigmoid_luminet_loss(
     *,
     student_moments: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     teacher_moments: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    reduction: str = "mean",
+    check_targets: bool = True,
 ) -> torch.Tensor:
     """LumiNet for sigmoid classifiers: each class column standardised over the rows (teacher
     and student each with their own statistics, :func:`~luminet_det.losses.perception`),
-    then the per-class binary KL at temperature T, normalised by the foreground rows::
+    then the per-class binary KL at temperature T, averaged over the C classes and divided by
+    the foreground rows::
 
         h_T = perception(t), h_S = perception(s)
-        loss = sum_{i,c} KL(sigmoid(h_T[i,c] / T) || sigmoid(h_S[i,c] / T)) / max(1, #fg)
+        loss = sum_i mean_c KL(sigmoid(h_T[i,c] / T) || sigmoid(h_S[i,c] / T)) / max(1, #fg)
 
-    No T² factor and no weight, as :func:`~luminet_det.losses.luminet_loss`.
+    The mean over classes keeps the term's size independent of C (module docstring); it is
+    1 / C times the sum over classes that this function computed before version 0.2, so a
+    weight w of that version is the weight C * w now. No T² factor and no weight, as
+    :func:`~luminet_det.losses.luminet_loss`.
 
     Args:
         student_logits (Tensor): (N, C) per-anchor class logits of the student.
@@ -133,6 +163,10 @@ def sigmoid_luminet_loss(
         eps (float): > 0, variance epsilon of the perception.
         student_moments, teacher_moments ((Tensor, Tensor), optional): (mean, biased var),
             each (C,), instead of each side's batch statistics.
+        reduction (str): "mean" (divided by the foreground rows, as above) or "sum" (the sum
+            over the rows of the per-row class mean, for a caller that divides by another
+            count, e.g. the foreground rows of all processes).
+        check_targets (bool): as :func:`sigmoid_kd_loss`.
 
     Returns:
         Tensor: scalar float loss; ``0.0`` connected to the student graph for N = 0, and for
@@ -140,7 +174,8 @@ def sigmoid_luminet_loss(
     """
     _check_positive("temperature", temperature)
     _check_positive("eps", eps)
-    normaliser = _check_rows(student_logits, teacher_logits, targets)
+    _check_reduction(reduction)
+    normaliser = _check_rows(student_logits, teacher_logits, targets, check_targets)
     if student_logits.shape[0] == 0:
         return _empty_loss(student_logits)
 
@@ -149,4 +184,45 @@ def sigmoid_luminet_loss(
         t = _as_float(teacher_logits.detach()).to(h_s.dtype)
         t_moments = None if teacher_moments is None else tuple(m.detach() for m in teacher_moments)
         h_t = _perception_over_t(t, eps, temperature, t_moments)
-    return binary_kl(h_t, h_s).sum() / normaliser
+    total = binary_kl(h_t, h_s).sum() / student_logits.shape[1]
+    return total / normaliser.to(total) if reduction == "mean" else total
+
+
+def sigmoid_dist_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+) -> torch.Tensor:
+    """DIST for sigmoid classifiers: the relations of :func:`~luminet_det.losses.dist_loss`
+    between the per-class **sigmoid** probabilities, no temperature, as the authors' detection
+    code does for RetinaNet (``hunto/MasKD``, ``mmrazor/mmrazor/models/losses/dist_kd.py``,
+    ``use_sigmoid=True``; its RetinaNet config ``dist_retinanet_x101-retinanet-r50_coco.py``:
+    beta 1, gamma 1, weight 1)::
+
+        p = sigmoid(z)
+        loss = beta * (1 - mean_i pearson(p_S[i], p_T[i])) + gamma * (1 - mean_c pearson(p_S[:, c], p_T[:, c]))
+
+    The rows are whatever the caller passes: DistillRetinaNet passes the anchors chosen by
+    ``MODEL.DISTILL.DENSE.ANCHORS`` with their C classes as columns. The authors' code takes
+    every position of each FPN level as a row, with the A x C scores of its anchors as the
+    columns, and sums the levels (docs/recipes.md).
+
+    Args:
+        student_logits (Tensor): (N, C) per-anchor class logits of the student.
+        teacher_logits (Tensor): (N, C) of the teacher; detached.
+        beta (float): >= 0, weight of the relation within each row.
+        gamma (float): >= 0, weight of the relation within each class column.
+
+    Returns:
+        Tensor: scalar float loss; ``0.0`` connected to the student graph for N = 0.
+    """
+    _check_pair(student_logits, teacher_logits)
+    for name, value in (("beta", beta), ("gamma", gamma)):
+        if not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
+    if student_logits.shape[0] == 0:
+        return _empty_loss(student_logits)
+    s = _as_float(student_logits)
+    t = _as_float(teacher_logits.detach()).to(s.dtype)
+    return _dist_from_probabilities(torch.sigmoid(s), torch.sigmoid(t), beta, gamma, 1.0)

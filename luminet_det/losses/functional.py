@@ -24,7 +24,14 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from ._checks import _as_float, _check_logits, _check_pair, _check_positive, _empty_loss
+from ._checks import (
+    _as_float,
+    _check_logits,
+    _check_pair,
+    _check_positive,
+    _check_reduction,
+    _empty_loss,
+)
 
 __all__ = [
     "perception",
@@ -32,6 +39,8 @@ __all__ = [
     "kd_loss",
     "logit_std_kd_loss",
     "dkd_loss",
+    "dist_loss",
+    "pearson_relation",
     "hcl_loss",
 ]
 
@@ -126,6 +135,7 @@ def luminet_loss(
     *,
     student_moments: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     teacher_moments: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """LumiNet distillation loss (Hossain et al., "LumiNet: Perception-Driven Knowledge
     Distillation via Statistical Logit Calibration", section 3.2, Eq. 2)::
@@ -145,6 +155,9 @@ def luminet_loss(
         student_moments, teacher_moments ((Tensor, Tensor), optional): (mean, biased var),
             each (C,), to use instead of each side's own batch statistics (see
             :mod:`luminet_det.losses.statistics`: statistics over all processes or over the data set).
+        reduction (str): "mean" (the paper: the mean over the N rows) or "sum" (the sum over
+            the rows, for a caller that divides by another count, e.g. the rows of all
+            processes).
 
     Returns:
         Tensor: scalar float loss. ``0.0`` (connected to the student graph) for N = 0; also
@@ -153,6 +166,7 @@ def luminet_loss(
     _check_pair(student_logits, teacher_logits)
     _check_positive("temperature", temperature)
     _check_positive("eps", eps)
+    _check_reduction(reduction)
     if student_logits.shape[0] == 0:
         return _empty_loss(student_logits)
     h_s = _perception_over_t(_as_float(student_logits), eps, temperature, student_moments)
@@ -161,7 +175,7 @@ def luminet_loss(
         h_t = _perception_over_t(t, eps, temperature, teacher_moments)
         log_p_t = F.log_softmax(h_t, dim=1)
     kl = F.kl_div(F.log_softmax(h_s, dim=1), log_p_t, reduction="sum", log_target=True)
-    return kl / student_logits.shape[0]
+    return kl / student_logits.shape[0] if reduction == "mean" else kl
 
 
 def kd_loss(
@@ -243,6 +257,8 @@ def dkd_loss(
     alpha: float = 1.0,
     beta: float = 8.0,
     temperature: float = 4.0,
+    *,
+    check_targets: bool = True,
 ) -> torch.Tensor:
     """Decoupled knowledge distillation (Zhao et al., "Decoupled Knowledge Distillation",
     CVPR 2022)::
@@ -265,6 +281,9 @@ def dkd_loss(
         alpha (float): >= 0, weight of TCKD.
         beta (float): >= 0, weight of NCKD.
         temperature (float): T > 0.
+        check_targets (bool): check that every target lies in [0, C) (a ValueError naming the
+            range found). Reading the range back from the tensor waits for the device; callers
+            whose targets are in range by construction (a detector's ROI sampler) skip it.
 
     Returns:
         Tensor: scalar float loss; ``0.0`` connected to the student graph for N = 0.
@@ -284,7 +303,7 @@ def dkd_loss(
         raise ValueError(f"dkd_loss needs at least 2 classes, got C={c}.")
     if n == 0:
         return _empty_loss(student_logits)
-    if int(target.min()) < 0 or int(target.max()) >= c:
+    if check_targets and (int(target.min()) < 0 or int(target.max()) >= c):
         raise ValueError(
             f"target values must lie in [0, {c - 1}] (C={c} classes), got values in "
             f"[{int(target.min())}, {int(target.max())}]."
@@ -292,7 +311,9 @@ def dkd_loss(
 
     s = _as_float(student_logits) / temperature
     t = _as_float(teacher_logits.detach()).to(s.dtype) / temperature
-    gt_mask = F.one_hot(target.long(), c).bool()
+    # the target column of each row (F.one_hot would read the targets' range back from the
+    # device to check it)
+    gt_mask = torch.zeros_like(s, dtype=torch.bool).scatter_(1, target.long()[:, None], True)
 
     def split(logits: torch.Tensor):
         """log p_target, log(1 - p_target), and log-probabilities over non-target classes."""
@@ -308,10 +329,76 @@ def dkd_loss(
     s_gt, s_not, s_other = split(s)
     t_gt, t_not, t_other = split(t)
     tckd = (t_gt.exp() * (t_gt - s_gt) + t_not.exp() * (t_not - s_not)).mean()
-    other = ~gt_mask
-    nckd_terms = t_other.exp() * (t_other - s_other)
-    nckd = torch.where(other, nckd_terms, torch.zeros_like(nckd_terms)).sum(dim=1).mean()
+    # the target column's entries are zeroed before exp: there t_other is the target's logit
+    # over the other classes' log-sum-exp, whose exp overflows for a confident teacher, and a
+    # masked inf would still give NaN gradients through torch.where
+    t_other = t_other.masked_fill(gt_mask, 0.0)
+    s_other = s_other.masked_fill(gt_mask, 0.0)
+    nckd = (t_other.exp() * (t_other - s_other)).masked_fill(gt_mask, 0.0).sum(dim=1).mean()
     return (alpha * tckd + beta * nckd) * temperature**2
+
+
+def pearson_relation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``1 - mean_i pearson(a[i], b[i])``: one minus the mean over rows of the Pearson
+    correlation of each row of ``a`` with the same row of ``b`` (cosine similarity of the rows
+    centred over their columns, ``eps`` added to the product of the norms). A constant row
+    has correlation 0 (relation 1). Shapes (N, C) -> scalar."""
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    cosine = (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+    return 1.0 - cosine.mean()
+
+
+def _dist_from_probabilities(p_s, p_t, beta, gamma, scale):
+    inter = pearson_relation(p_s, p_t)  # each row's classes
+    intra = pearson_relation(p_s.t(), p_t.t())  # each class column over the rows
+    return scale * (beta * inter + gamma * intra)
+
+
+def dist_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+    tau: float = 1.0,
+) -> torch.Tensor:
+    """DIST (Huang et al., "Knowledge Distillation from A Stronger Teacher", NeurIPS 2022):
+    relations of the softmax probabilities at temperature ``tau`` instead of their values::
+
+        p = softmax(z / tau)
+        inter = 1 - mean_i pearson(p_S[i, :], p_T[i, :])    (each row over its classes)
+        intra = 1 - mean_c pearson(p_S[:, c], p_T[:, c])    (each class column over the rows)
+        loss = tau**2 * (beta * inter + gamma * intra)
+
+    the formula of the authors' code (``hunto/image_classification_sota``,
+    ``lib/models/losses/dist_kd.py``, lines 1-34: ``cosine_similarity`` with ``eps`` 1e-8
+    added to the product of the norms, ``pearson_correlation``, ``inter_class_relation``,
+    ``intra_class_relation``, ``DIST.forward``). The intra-class term is LumiNet's nearest
+    relative: both look at each class column across the batch.
+
+    Args:
+        student_logits (Tensor): (N, C) student logits.
+        teacher_logits (Tensor): (N, C) teacher logits; detached.
+        beta (float): >= 0, weight of the inter-class relation.
+        gamma (float): >= 0, weight of the intra-class relation.
+        tau (float): temperature > 0.
+
+    Returns:
+        Tensor: scalar float loss; ``0.0`` connected to the student graph for N = 0. With one
+        row (or constant columns) the intra-class correlation is 0: that term is ``gamma``
+        (times tau**2), finite.
+    """
+    _check_pair(student_logits, teacher_logits)
+    _check_positive("tau", tau)
+    for name, value in (("beta", beta), ("gamma", gamma)):
+        if not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
+    if student_logits.shape[0] == 0:
+        return _empty_loss(student_logits)
+    s = _as_float(student_logits)
+    t = _as_float(teacher_logits.detach()).to(s.dtype)
+    p_s, p_t = F.softmax(s / tau, dim=1), F.softmax(t / tau, dim=1)
+    return _dist_from_probabilities(p_s, p_t, beta, gamma, tau**2)
 
 
 def hcl_loss(

@@ -18,18 +18,21 @@ import inspect
 from typing import Callable, Dict, List, Optional, Type
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from ._checks import _check_positive
-from .dense import sigmoid_kd_loss, sigmoid_luminet_loss
-from .functional import dkd_loss, kd_loss, logit_std_kd_loss, luminet_loss
-from .statistics import STATS_MODES, Moments, RunningMoments, _distributed, sync_moments
+from ._checks import _as_float, _check_positive
+from .dense import sigmoid_dist_loss, sigmoid_kd_loss, sigmoid_luminet_loss
+from .functional import dist_loss, dkd_loss, kd_loss, logit_std_kd_loss, luminet_loss
+from .statistics import STATS_MODES, RunningMoments, _all_reduce_sum, _distributed, global_moments
 
 __all__ = [
     "LogitLoss",
     "KDLoss",
     "LogitStdKDLoss",
     "DKDLoss",
+    "DISTLoss",
+    "SigmoidDISTLoss",
     "LuminetLoss",
     "SigmoidKDLoss",
     "SigmoidLuminetLoss",
@@ -91,6 +94,10 @@ class LogitLoss(nn.Module):
 
     #: whether :meth:`compute` reads ``targets`` (forward then refuses ``None``)
     needs_targets = False
+    #: whether a loss that reads targets checks their values (a ValueError for a class out of
+    #: range). Reading them back waits for the device; a caller whose targets are in range by
+    #: construction (the detectors' ROI sampler and anchor matcher) sets it to False.
+    check_targets = True
 
     def __init__(self, *, num_classes: Optional[int] = None):
         super().__init__()
@@ -191,8 +198,48 @@ class DKDLoss(LogitLoss):
 
     def compute(self, student_logits, teacher_logits, targets):
         return dkd_loss(
-            student_logits, teacher_logits, targets, self.alpha, self.beta, self.temperature
+            student_logits,
+            teacher_logits,
+            targets,
+            self.alpha,
+            self.beta,
+            self.temperature,
+            check_targets=self.check_targets,
         )
+
+
+def _check_relation_weights(beta, gamma) -> None:
+    for name, value in (("beta", beta), ("gamma", gamma)):
+        if not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f"DIST {name} must be a number >= 0, got {value!r}.")
+
+
+@register_logit_loss("dist")
+class DISTLoss(LogitLoss):
+    """DIST (Huang et al., NeurIPS 2022), :func:`~luminet_det.losses.dist_loss`: inter- and
+    intra-class Pearson relations of the softmax probabilities at ``tau``, times tau².
+
+    Args:
+        beta (float): >= 0, weight of the inter-class relation.
+        gamma (float): >= 0, weight of the intra-class relation.
+        tau (float): temperature > 0.
+    """
+
+    def __init__(
+        self,
+        *,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        tau: float = 1.0,
+        num_classes: Optional[int] = None,
+    ):
+        super().__init__(num_classes=num_classes)
+        _check_relation_weights(beta, gamma)
+        _check_positive("tau", tau)
+        self.beta, self.gamma, self.tau = float(beta), float(gamma), float(tau)
+
+    def compute(self, student_logits, teacher_logits, targets):
+        return dist_loss(student_logits, teacher_logits, self.beta, self.gamma, self.tau)
 
 
 @register_logit_loss("luminet")
@@ -229,18 +276,18 @@ class LuminetLoss(LogitLoss):
         _check_positive("eps", eps)
         self.temperature, self.eps, self.stats = float(temperature), float(eps), stats
         self.running = RunningMoments(num_classes) if stats in ("global", "running") else None
-        self._student_moments = sync_moments if stats == "sync" else None
-        self._teacher_moments = {
-            "batch": None,
-            "sync": sync_moments,
-            "global": self._precomputed,
-            "running": self._running,
-        }[stats]
+        self._stats_ready = False
+        self.register_load_state_dict_pre_hook(_forget_stats_ready)
 
     @property
     def needs_teacher_stats(self) -> bool:
-        """True while ``stats="global"`` statistics have not been computed."""
-        return self.stats == "global" and self.running.count.item() == 0
+        """True while ``stats="global"`` statistics have not been computed. Once they have,
+        the answer is remembered (the count is read back from the device once, not at every
+        step); loading a state dict forgets it."""
+        if self.stats != "global" or self._stats_ready:
+            return False
+        self._stats_ready = bool(self.running.count.item() > 0)
+        return not self._stats_ready
 
     def accumulate_teacher_stats(self, teacher_logits: torch.Tensor) -> None:
         """Add rows (N, C) of the teacher's logits to the ``"global"`` statistics (all
@@ -250,38 +297,51 @@ class LuminetLoss(LogitLoss):
         ), f"accumulate_teacher_stats is for STATS 'global', not {self.stats!r}"
         self.running.update(teacher_logits)
 
-    def _precomputed(self, teacher_logits: torch.Tensor) -> Moments:
-        if self.needs_teacher_stats:
+    def compute(self, student_logits, teacher_logits, targets):
+        teacher_logits = teacher_logits.detach()
+        if self.stats == "sync" and _distributed():
+            return self._synced(student_logits, teacher_logits, targets)
+        if self.stats in ("batch", "sync"):  # "sync" in one process is exactly "batch"
+            return self._loss(student_logits, teacher_logits, targets, None, None, "mean")
+        if self.stats == "running" and self.training:
+            self.running.update(teacher_logits)  # every process, with or without rows
+        elif self.stats == "global" and self.needs_teacher_stats:
             raise RuntimeError(
                 "LumiNet STATS 'global' applies the teacher's statistics over the training set, "
                 "but none were computed. tools/train_net.py and luminet_det.cls compute them "
                 "before the first step; elsewhere call accumulate_teacher_stats() on the "
                 "teacher's logits of the training set first (or use STATS 'running')."
             )
-        return self.running()
+        moments = self.running.moments()
+        loss = self._loss(student_logits, teacher_logits, targets, None, moments, "mean")
+        # "running" before any row was seen (e.g. the first batches have no rows on any
+        # process): no statistics yet, so the term contributes zero
+        return loss * self.running.seen if self.stats == "running" else loss
 
-    def _running(self, teacher_logits: torch.Tensor) -> Moments:
-        if self.training:
-            self.running.update(teacher_logits)
-        return self.running()
+    def _synced(self, student_logits, teacher_logits, targets):
+        """``"sync"`` under several processes: both sides' moments over all processes' rows,
+        and this process's sum over its rows divided by the global normaliser over the
+        number of processes, so that the mean of the processes' losses (and, under
+        DistributedDataParallel, of their gradients) is the loss of one process holding the
+        concatenated batch, whatever each process's row count."""
+        n, s_mean, s_m2 = global_moments(_as_float(student_logits))
+        _, t_mean, t_m2 = global_moments(_as_float(teacher_logits))
+        count = n.clamp_min(1.0)
+        s_m, t_m = (s_mean, s_m2 / count), (t_mean, t_m2 / count)
+        total = self._loss(student_logits, teacher_logits, targets, s_m, t_m, "sum")
+        normaliser = self._global_normaliser(n, targets, student_logits.shape[1])
+        loss = total * dist.get_world_size() / normaliser
+        # every process must take part in the all-reduce's backward, even one whose loss
+        # does not depend on the moments (no rows): keep them in the graph
+        return loss + 0.0 * (s_m[0].sum() + s_m[1].sum())
 
-    def compute(self, student_logits, teacher_logits, targets):
-        s_m, t_m = None, None
-        local = (student_logits.shape[0] == 0 and self.stats not in ("sync", "running")) or (
-            self.stats == "sync" and not _distributed()  # one process: exactly "batch"
-        )
-        if not local:
-            s_m = self._student_moments(student_logits) if self._student_moments else None
-            t_m = self._teacher_moments(teacher_logits.detach()) if self._teacher_moments else None
-        loss = self._loss(student_logits, teacher_logits, targets, s_m, t_m)
-        if s_m is not None:
-            # every process must take part in the all-reduce's backward, even one whose loss
-            # does not depend on the moments (no rows): keep them in the graph
-            loss = loss + 0.0 * (s_m[0].sum() + s_m[1].sum())
-        return loss
+    def _global_normaliser(self, rows: torch.Tensor, targets, columns: int) -> torch.Tensor:
+        """What the "mean" reduction divides by, over all processes: the rows (>= 1)."""
+        return rows.clamp_min(1.0)
 
-    def _loss(self, student_logits, teacher_logits, targets, student_moments, teacher_moments):
-        """The loss given the moments of each side (None: its batch statistics)."""
+    def _loss(self, student_logits, teacher_logits, targets, student_moments, teacher_moments, red):
+        """The loss given the moments of each side (None: its batch statistics) and the
+        reduction ``red`` ("mean" or "sum")."""
         return luminet_loss(
             student_logits,
             teacher_logits,
@@ -289,7 +349,12 @@ class LuminetLoss(LogitLoss):
             self.eps,
             student_moments=student_moments,
             teacher_moments=teacher_moments,
+            reduction=red,
         )
+
+
+def _forget_stats_ready(module, *args) -> None:
+    module._stats_ready = False
 
 
 # ------------------------------------------------------------ dense (sigmoid) classifiers
@@ -311,14 +376,21 @@ class SigmoidKDLoss(LogitLoss):
         self.temperature = float(temperature)
 
     def compute(self, student_logits, teacher_logits, targets):
-        return sigmoid_kd_loss(student_logits, teacher_logits, targets, self.temperature)
+        return sigmoid_kd_loss(
+            student_logits,
+            teacher_logits,
+            targets,
+            self.temperature,
+            check_targets=self.check_targets,
+        )
 
 
 @register_logit_loss("luminet_sigmoid")
 class SigmoidLuminetLoss(LuminetLoss):
     """LumiNet for sigmoid classifiers (one-stage detectors),
     :func:`~luminet_det.losses.sigmoid_luminet_loss`: columns standardised over the rows, then
-    per-class binary KL at temperature T, normalised by the foreground rows; needs the targets
+    per-class binary KL at temperature T, averaged over the classes and divided by the
+    foreground rows (so a weight means the same whatever C); needs the targets
     (N,) in [0, C], C = background. Statistics per ``stats`` as :class:`LuminetLoss`.
 
     Args: those of :class:`LuminetLoss`.
@@ -326,7 +398,12 @@ class SigmoidLuminetLoss(LuminetLoss):
 
     needs_targets = True
 
-    def _loss(self, student_logits, teacher_logits, targets, student_moments, teacher_moments):
+    def _global_normaliser(self, rows: torch.Tensor, targets, columns: int) -> torch.Tensor:
+        """The foreground rows (targets < C) of all processes (>= 1)."""
+        foreground = (targets < columns).sum().to(rows)
+        return _all_reduce_sum(foreground).clamp_min(1.0)
+
+    def _loss(self, student_logits, teacher_logits, targets, student_moments, teacher_moments, red):
         return sigmoid_luminet_loss(
             student_logits,
             teacher_logits,
@@ -335,4 +412,39 @@ class SigmoidLuminetLoss(LuminetLoss):
             self.eps,
             student_moments=student_moments,
             teacher_moments=teacher_moments,
+            reduction=red,
+            check_targets=self.check_targets,
         )
+
+
+@register_logit_loss("dist_sigmoid")
+class SigmoidDISTLoss(LogitLoss):
+    """DIST for sigmoid classifiers (one-stage detectors),
+    :func:`~luminet_det.losses.sigmoid_dist_loss`: the relations of the per-class sigmoid
+    probabilities (the authors' RetinaNet form has no temperature: ``tau`` must be 1).
+
+    Args:
+        beta (float): >= 0, weight of the relation within each row.
+        gamma (float): >= 0, weight of the relation within each class column.
+        tau (float): 1 (accepted so that one config node serves both forms).
+    """
+
+    def __init__(
+        self,
+        *,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        tau: float = 1.0,
+        num_classes: Optional[int] = None,
+    ):
+        super().__init__(num_classes=num_classes)
+        _check_relation_weights(beta, gamma)
+        if tau != 1.0:
+            raise ValueError(
+                f"DIST's sigmoid form (RetinaNet) takes no temperature: tau must be 1.0, got "
+                f"{tau!r} (the authors' detection code applies the sigmoid to the raw logits)."
+            )
+        self.beta, self.gamma = float(beta), float(gamma)
+
+    def compute(self, student_logits, teacher_logits, targets):
+        return sigmoid_dist_loss(student_logits, teacher_logits, self.beta, self.gamma)

@@ -6,9 +6,11 @@
 * ``"sync"``: the same moments over the *global* batch of all processes, merged from each
   process's row count, mean and centred sum of squares (Chan et al.'s parallel algorithm, so
   a column with a large mean and a small spread keeps its precision in float32). The
-  student's all-reduce is differentiable, as in SyncBatchNorm, so under
-  DistributedDataParallel the gradients equal those of one process holding the concatenated
-  batch. With one process it equals ``"batch"``.
+  student's all-reduce is differentiable, as in SyncBatchNorm, and each process divides its
+  sum over rows by the global row count over the number of processes (not by its own count),
+  so under DistributedDataParallel (which averages the processes' gradients) the gradients
+  equal those of one process holding the concatenated batch, whatever the row count of each
+  process. With one process it equals ``"batch"``.
 * ``"global"`` (the paper's "Ours++", appendix A.13): the teacher's moments *precomputed over
   the training set* by a pass of the frozen teacher before step 0, then applied unchanged; kept
   in the checkpoint (never recomputed on resume). The student keeps its batch moments.
@@ -131,18 +133,32 @@ class RunningMoments(nn.Module):
     def update(self, z: torch.Tensor) -> None:
         """Merge the rows of ``z`` (N, C) (of every process) into the running moments
         (Chan et al.'s parallel update, in float64). Every process must call it (with N = 0
-        when it has no rows)."""
+        when it has no rows); a batch with no rows on any process changes nothing. Written
+        without a branch on the count, so it never waits for the device."""
         n, b_mean, b_m2 = global_moments(z.detach().double())
-        if n.item() == 0:
-            return
         total = self.count + n
+        share = n / total.clamp_min(1.0)  # 0 when no rows have been seen at all
         delta = b_mean - self.mean
-        self.mean += delta * (n / total)
-        self.m2 += b_m2 + delta * delta * self.count * n / total
+        self.mean += delta * share
+        self.m2 += b_m2 + delta * delta * self.count * share
         self.count.copy_(total)
 
+    def moments(self) -> Moments:
+        """(mean, biased variance) as float32 tensors of shape (C,); zeros before any row was
+        seen (check :attr:`seen`)."""
+        return self.mean.float(), (self.m2 / self.count.clamp_min(1.0)).float()
+
+    @property
+    def seen(self) -> torch.Tensor:
+        """A 0-dim bool tensor: whether any row has been merged."""
+        return self.count > 0
+
     def forward(self) -> Moments:
-        """(mean, biased variance) as float32 tensors of shape (C,)."""
+        """(mean, biased variance) as float32 tensors of shape (C,).
+
+        Raises:
+            RuntimeError: no row has been merged yet.
+        """
         if self.count.item() == 0:
             raise RuntimeError("RunningMoments has seen no rows yet; call update() first.")
-        return self.mean.float(), (self.m2 / self.count).float()
+        return self.moments()

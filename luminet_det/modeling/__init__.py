@@ -1,7 +1,9 @@
 """Detectron2 modeling components of luminet_det.
 
 Importing this package registers ``DistillRCNN`` and ``DistillRetinaNet`` in
-``META_ARCH_REGISTRY`` and the MobileNetV2(-FPN) backbones in ``BACKBONE_REGISTRY``.
+``META_ARCH_REGISTRY`` and the MobileNetV2(-FPN) backbones in ``BACKBONE_REGISTRY``, and
+imports :mod:`luminet_det.data` (the built-in datasets' registration), so that this one import
+registers everything a detector of the plugin needs.
 
 * :mod:`.distiller` — what both distilled meta-architectures share (teachers, weights,
   warm-up, finiteness checks, student state dict);
@@ -14,6 +16,7 @@ Importing this package registers ``DistillRCNN`` and ``DistillRetinaNet`` in
 * :mod:`.backbone` — MobileNetV2-FPN.
 """
 
+from .. import data as _data  # noqa: F401  (registers the built-in datasets)
 from .backbone import MobileNetV2, build_mobilenetv2_backbone, build_mobilenetv2_fpn_backbone
 from .distill_rcnn import DistillRCNN
 from .distill_retinanet import DistillRetinaNet, check_anchors_align

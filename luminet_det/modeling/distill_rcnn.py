@@ -21,12 +21,12 @@ from torch import nn
 from luminet_det.config import CASCADE_COMBINE, LOGIT_LOSSES, check_distill_config
 from luminet_det.losses import LogitLoss
 
+from ..precision import to_float32
 from .distiller import (
     STUDENT_EXCLUDED_PREFIXES,
     Distiller,
-    check_finite,
-    current_storage,
     distillation_from_config,
+    float32_losses,
     student_state_dict,
 )
 from .records import Stage, StudentRecord, TeacherOutputs
@@ -65,6 +65,7 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
         feature_losses: Optional[Mapping[str, nn.Module]] = None,
         loss_weights: Optional[Mapping[str, float]] = None,
         warmup_iters: int = 0,
+        teacher_dtype: str = "float32",
         cascade_combine: str = "mean_logits",
         **kwargs,
     ):
@@ -82,6 +83,8 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
                 ``module(student_features, teacher_features)`` on the backbone outputs.
             loss_weights (dict[str, float]): name -> weight >= 0, one per loss above.
             warmup_iters (int): >= 0; weights ramp as ``min(iter / warmup_iters, 1)``.
+            teacher_dtype (str): "float32", "bfloat16" or "float16": the dtype of the teachers'
+                forward (luminet_det/precision.py).
             cascade_combine (str): a Cascade teacher of a single-stage student: how its
                 stages' logits become one target per ROI, one of ``CASCADE_COMBINE``
                 (``"mean_logits"``, ``"mean_probs"``; see
@@ -102,6 +105,7 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
             feature_losses=feature_losses,
             loss_weights=loss_weights,
             warmup_iters=warmup_iters,
+            teacher_dtype=teacher_dtype,
         )
         for t in self.teachers:
             assert t.roi_heads.num_classes == self.roi_heads.num_classes, (
@@ -135,7 +139,7 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
         stages = [
             Stage(recorded["proposals"][k], recorded["logits"][k]) for k in range(self._stages)
         ]
-        return losses, StudentRecord(recorded["features"], stages)
+        return losses, StudentRecord(recorded["features"], stages, recorded.get("images"))
 
     @torch.no_grad()
     def teacher_outputs(
@@ -146,10 +150,20 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
         :func:`~luminet_det.modeling.teacher.run_teacher` for which teacher head scores which
         stage)."""
         boxes = [stage.boxes for stage in record.stages] if self.logit_losses else None
-        outputs = [
-            run_teacher(t, self.input_format, batched_inputs, boxes, self.cascade_combine)
-            for t in (self.teachers if boxes is not None else [self.teacher])
-        ]
+        with self.teacher_precision():
+            outputs = [
+                run_teacher(
+                    t,
+                    self.input_format,
+                    batched_inputs,
+                    boxes,
+                    self.cascade_combine,
+                    record.images,
+                    self.backbone,
+                )
+                for t in (self.teachers if boxes is not None else [self.teacher])
+            ]
+        outputs = to_float32(outputs)  # the losses see float32 whatever the teacher's dtype
         logits = None
         if boxes is not None:
             logits = [
@@ -191,23 +205,23 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
             FloatingPointError: NaN or Inf in the teacher's logits or in a loss (before the
                 optimizer step, naming the term and the iteration).
         """
-        storage = current_storage()
-        iteration = storage.iter if storage is not None else None
-        terms, per_stage = {}, {}
-        if self.logit_losses:
-            pairs = list(zip(record.stages, teacher.stage_logits))
-            for stage, t_logits in pairs:
-                assert stage.logits.shape == t_logits.shape, (
-                    f"student ROI logits {tuple(stage.logits.shape)} and teacher ROI logits "
-                    f"{tuple(t_logits.shape)} do not align"
-                )
-                check_finite("the teacher's ROI logits", t_logits, iteration)
-            for name, loss in self.logit_losses.items():
-                per_stage[name] = [loss(s.logits, t, s.gt_classes) for s, t in pairs]
-                terms[name] = torch.stack(per_stage[name]).mean()  # one stage: its value
-        for name, module in self.feature_losses.items():
-            terms[name] = module(record.features, teacher.features)
-        return self._finish_losses(terms, per_stage)
+        terms, per_stage, inputs = {}, {}, []
+        with float32_losses(record.logits):
+            if self.logit_losses:
+                pairs = list(zip(record.stages, teacher.stage_logits))
+                for k, (stage, t_logits) in enumerate(pairs):
+                    assert stage.logits.shape == t_logits.shape, (
+                        f"student ROI logits {tuple(stage.logits.shape)} and teacher ROI logits "
+                        f"{tuple(t_logits.shape)} do not align"
+                    )
+                    stage_name = f" (stage {k})" if len(pairs) > 1 else ""
+                    inputs.append((f"the teacher's ROI logits{stage_name}", t_logits))
+                for name, loss in self.logit_losses.items():
+                    per_stage[name] = [loss(s.logits, t, s.gt_classes) for s, t in pairs]
+                    terms[name] = torch.stack(per_stage[name]).mean()  # one stage: its value
+            for name, module in self.feature_losses.items():
+                terms[name] = module(to_float32(record.features), teacher.features)
+        return self._finish_losses(terms, per_stage, inputs)
 
     @property
     def _stages(self) -> int:
@@ -216,8 +230,10 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
     @contextlib.contextmanager
     def _recording(self) -> Iterator[Dict[str, object]]:
         """Record, during one student forward, what a :class:`StudentRecord` holds: the
-        backbone features (a forward hook), the first stage's sampled proposals (the ROI heads
-        return them), each stage's logits (hooks on the box predictors) and, for Cascade heads,
+        preprocessed images and the backbone features (the model's ``preprocess_image``,
+        wrapped on this instance for the duration, and a forward hook), the first stage's
+        sampled proposals (the heads' ``label_and_sample_proposals``, wrapped likewise), each
+        stage's logits (hooks on the box predictors) and, for Cascade heads,
         the proposals each later stage matched and labelled (the heads'
         ``_match_and_label_boxes``, wrapped on this instance for the duration)."""
         heads = self.roi_heads
@@ -234,15 +250,27 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
             return hook
 
         predictors = heads.box_predictor if self._stages > 1 else [heads.box_predictor]
-        handles = [
-            self.backbone.register_forward_hook(keep("features")),
-            # StandardROIHeads.forward returns (sampled proposals, losses) in training
-            heads.register_forward_hook(keep("proposals", 0, stage=0)),
-        ]
+        handles = [self.backbone.register_forward_hook(keep("features"))]
+        # the first stage's ROIs: what the heads' sampler returns (Standard, Cascade and
+        # Res5ROIHeads all sample through label_and_sample_proposals in training)
+        sample = heads.label_and_sample_proposals
+
+        def sampled(proposals, targets):
+            recorded["proposals"][0] = out = sample(proposals, targets)
+            return out
+
+        heads.label_and_sample_proposals = sampled
         # FastRCNNOutputLayers returns (class scores (R, K+1), box deltas)
         handles += [
             p.register_forward_hook(keep("logits", 0, stage=k)) for k, p in enumerate(predictors)
         ]
+        preprocess = self.preprocess_image
+
+        def preprocessed(batched_inputs):
+            recorded["images"] = images = preprocess(batched_inputs)
+            return images
+
+        self.preprocess_image = preprocessed
         if self._stages > 1:
             match = heads._match_and_label_boxes
 
@@ -257,6 +285,8 @@ class DistillRCNN(Distiller, GeneralizedRCNN):
             for h in handles:
                 h.remove()
             heads.__dict__.pop("_match_and_label_boxes", None)
+            heads.__dict__.pop("label_and_sample_proposals", None)
+            self.__dict__.pop("preprocess_image", None)
         want = set(range(self._stages))
         assert set(recorded["logits"]) == set(recorded["proposals"]) == want, f"{recorded.keys()}"
         assert "features" in recorded, "the backbone's features were not recorded"

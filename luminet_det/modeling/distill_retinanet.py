@@ -28,7 +28,9 @@ from luminet_det.config import DENSE_ANCHORS, DENSE_LOGIT_LOSSES, check_distill_
 from luminet_det.errors import ConfigError
 from luminet_det.losses import LogitLoss
 
-from .distiller import Distiller, check_finite, current_storage, distillation_from_config
+from ..precision import to_float32
+from .crosskd import subnet_split
+from .distiller import Distiller, current_storage, distillation_from_config, float32_losses
 from .records import DenseRecord, TeacherOutputs
 from .teacher import teacher_images
 
@@ -82,8 +84,8 @@ class DistillRetinaNet(Distiller, RetinaNet):
     (:meth:`teacher_outputs`). The rows of the logit losses are the anchors chosen by
     ``anchors`` from the student's anchor labels; each loss is the per-anchor sigmoid form of
     its method (``"luminet"`` -> :func:`~luminet_det.losses.sigmoid_luminet_loss`, ``"kd"`` ->
-    :func:`~luminet_det.losses.sigmoid_kd_loss`), normalised by the foreground anchors as
-    focal loss is. In inference the student equals a RetinaNet with the same weights.
+    :func:`~luminet_det.losses.sigmoid_kd_loss`), divided by the batch's foreground anchors
+    (LumiNet's also averaged over the classes; luminet_det/losses/dense.py says why). In inference the student equals a RetinaNet with the same weights.
     """
 
     @configurable
@@ -96,6 +98,7 @@ class DistillRetinaNet(Distiller, RetinaNet):
         feature_losses: Optional[Mapping[str, nn.Module]] = None,
         loss_weights: Optional[Mapping[str, float]] = None,
         warmup_iters: int = 0,
+        teacher_dtype: str = "float32",
         anchors: str = "relevant",
         **kwargs,
     ):
@@ -110,6 +113,8 @@ class DistillRetinaNet(Distiller, RetinaNet):
                 teacher_features)`` on the backbone outputs.
             loss_weights (dict[str, float]): name -> weight >= 0, one per loss above.
             warmup_iters (int): >= 0; weights ramp as ``min(iter / warmup_iters, 1)``.
+            teacher_dtype (str): "float32", "bfloat16" or "float16": the dtype of the teachers'
+                forward (luminet_det/precision.py).
             anchors (str): which anchors enter the logit losses: "relevant", "valid" or
                 "foreground" (:meth:`~luminet_det.modeling.records.DenseRecord.rows`; "relevant"
                 uses the teacher's scores against ``test_score_thresh``).
@@ -126,6 +131,7 @@ class DistillRetinaNet(Distiller, RetinaNet):
             feature_losses=feature_losses,
             loss_weights=loss_weights,
             warmup_iters=warmup_iters,
+            teacher_dtype=teacher_dtype,
         )
         for i, t in enumerate(self.teachers):
             if not isinstance(t, RetinaNet):
@@ -134,6 +140,18 @@ class DistillRetinaNet(Distiller, RetinaNet):
                     f"{type(t).__name__} (teacher {i})."
                 )
             check_anchors_align(self, t, "teacher" if i == 0 else f"ensemble teacher {i}")
+        if self.crosskd is not None:
+            if self.extra_teachers:
+                raise ConfigError(
+                    "CrossKD runs the student's features through one teacher's head: use it "
+                    "without MODEL.DISTILL.ENSEMBLE_CONFIGS."
+                )
+            self.crosskd.check_heads(self.head, self.teacher.head)
+
+    @property
+    def crosskd(self):
+        """The CrossKD module when "crosskd" is configured, else None."""
+        return self.feature_losses["crosskd"] if "crosskd" in self.feature_losses else None
 
     @classmethod
     def from_config(cls, cfg):
@@ -158,12 +176,13 @@ class DistillRetinaNet(Distiller, RetinaNet):
         """The student's training forward, exactly RetinaNet's, and what distillation needs
         of it: features, every anchor's class logits and the anchor matcher's labels."""
         assert self.training, "forward_student is the training forward: call model.train()"
-        with self._recording() as recorded:
+        with self._recording() as recorded, self._holding(self.head) as held:
             losses = self._stock_forward(batched_inputs)
         logits = self._anchor_logits(recorded["predictions"][0])
         labels = torch.stack(recorded["labels"])
         assert labels.shape == logits.shape[:2], f"{labels.shape} vs {logits.shape}"
-        return losses, DenseRecord(recorded["features"], logits, labels)
+        images = recorded.get("images")
+        return losses, DenseRecord(recorded["features"], logits, labels, images, held or None)
 
     @torch.no_grad()
     def teacher_outputs(
@@ -171,15 +190,24 @@ class DistillRetinaNet(Distiller, RetinaNet):
     ) -> TeacherOutputs:
         """The first teacher's backbone features and, when logit losses are configured, the
         teachers' mean class logits (N, R, K) on every anchor."""
-        with_logits = bool(self.logit_losses)
-        features, logits = None, []
+        with_logits = bool(self.logit_losses) or self.crosskd is not None
+        features, logits, deltas, hold = None, [], None, None
         for t in self.teachers if with_logits else [self.teacher]:
-            images = teacher_images(t, self.input_format, batched_inputs)
-            t_features = t.backbone(images.tensor)
+            with self.teacher_precision(), self._holding(t.head, t is self.teacher) as held:
+                images = teacher_images(
+                    t, self.input_format, batched_inputs, record.images, self.backbone
+                )
+                t_features = t.backbone(images.tensor)
+                head_out = (
+                    t.head([t_features[f] for f in t.head_in_features]) if with_logits else None
+                )
+            if held:
+                hold = to_float32(held)
+                deltas = cat([permute_to_N_HWA_K(to_float32(x), 4) for x in head_out[1]], dim=1)
+            t_features = to_float32(t_features)
             features = t_features if features is None else features
             if with_logits:
-                head_out = t.head([t_features[f] for f in t.head_in_features])
-                logits.append(self._anchor_logits(head_out[0]))
+                logits.append(self._anchor_logits(to_float32(head_out[0])))
                 if logits[-1].shape != record.logits.shape:
                     raise ValueError(
                         f"The teacher scored {tuple(logits[-1].shape)} (images, anchors, "
@@ -188,7 +216,7 @@ class DistillRetinaNet(Distiller, RetinaNet):
                         "size divisibility)."
                     )
         stage_logits = [torch.stack(logits).mean(0)] if with_logits else None
-        return TeacherOutputs(features=features, stage_logits=stage_logits)
+        return TeacherOutputs(features, stage_logits, deltas=deltas, hold=hold)
 
     def distillation_losses(
         self, record: DenseRecord, teacher: TeacherOutputs
@@ -200,20 +228,70 @@ class DistillRetinaNet(Distiller, RetinaNet):
             FloatingPointError: NaN or Inf in the teacher's logits or in a loss.
         """
         storage = current_storage()
-        terms = {}
-        if self.logit_losses:
-            iteration = storage.iter if storage is not None else None
-            check_finite("the teacher's anchor logits", teacher.logits, iteration)
-            rows = record.rows(self.anchors, teacher.logits, self.test_score_thresh)
-            student, labels = record.logits[rows], record.labels[rows]
-            t_logits = teacher.logits[rows]
-            if storage is not None:
-                storage.put_scalar("distill_anchors", float(student.shape[0]))
-            for name, loss in self.logit_losses.items():
-                terms[name] = loss(student, t_logits, labels)
-        for name, module in self.feature_losses.items():
-            terms[name] = module(record.features, teacher.features)
-        return self._finish_losses(terms)
+        terms, inputs = {}, []
+        with float32_losses(record.logits):
+            if self.logit_losses:
+                inputs.append(("the teacher's anchor logits", teacher.logits))
+                rows = record.rows(self.anchors, teacher.logits, self.test_score_thresh)
+                # one read of the selection's size (a boolean index per tensor would be three)
+                index = rows.flatten().nonzero().squeeze(1)
+                k = record.logits.shape[-1]
+                student = record.logits.reshape(-1, k).index_select(0, index)
+                t_logits = teacher.logits.reshape(-1, k).index_select(0, index)
+                labels = record.labels.flatten().index_select(0, index)
+                if storage is not None:
+                    storage.put_scalar("distill_anchors", float(student.shape[0]))
+                for name, loss in self.logit_losses.items():
+                    terms[name] = loss(student, t_logits, labels)
+            for name, module in self.feature_losses.items():
+                if name == "crosskd":
+                    terms[name] = self._crosskd(record, teacher)
+                else:
+                    terms[name] = module(to_float32(record.features), teacher.features)
+        return self._finish_losses(terms, inputs=inputs)
+
+    def _crosskd(self, record: DenseRecord, teacher: TeacherOutputs) -> torch.Tensor:
+        """CrossKD's term (modeling/crosskd.py): the student's held head features through the
+        teacher's remaining head layers, against the teacher's predictions, on every anchor
+        the focal loss trains on, ÷ the batch's foreground anchors."""
+        levels = [record.features[f] for f in self.head_in_features]
+        anchors = cat([a.tensor for a in self.anchor_generator(levels)])
+        valid = record.labels >= 0
+        normaliser = (valid & (record.labels < self.num_classes)).sum().clamp_min(1).float()
+        return self.crosskd(
+            to_float32(record.hold),
+            teacher.hold,
+            self.teacher.head,
+            teacher.logits,
+            teacher.deltas,
+            anchors,
+            valid,
+            normaliser,
+            self.box2box_transform,
+            self.num_classes,
+        )
+
+    @contextlib.contextmanager
+    def _holding(self, head: nn.Module, active: bool = True) -> Iterator[Dict[str, list]]:
+        """While active and CrossKD is configured: collect, per FPN level, the inputs of the
+        activations that follow the reused convolution of ``head``'s two subnets (the
+        features CrossKD feeds on, after any norm, before the ReLU)."""
+        held: Dict[str, list] = {}
+        handles = []
+        if active and self.crosskd is not None:
+            for key, subnet in (("cls", head.cls_subnet), ("box", head.bbox_subnet)):
+                index, _ = subnet_split(subnet, self.crosskd.k)
+                held[key] = []
+                handles.append(
+                    subnet[index].register_forward_pre_hook(
+                        lambda m, inputs, key=key: held[key].append(inputs[0])
+                    )
+                )
+        try:
+            yield held
+        finally:
+            for h in handles:
+                h.remove()
 
     def _anchor_logits(self, per_level: List[torch.Tensor]) -> torch.Tensor:
         """Per-level head outputs (N, A*K, H, W) -> (N, R, K), RetinaNet's anchor order."""
@@ -244,10 +322,18 @@ class DistillRetinaNet(Distiller, RetinaNet):
             return labels, boxes
 
         self.label_anchors = labelled
+        preprocess = self.preprocess_image
+
+        def preprocessed(batched_inputs):
+            recorded["images"] = images = preprocess(batched_inputs)
+            return images
+
+        self.preprocess_image = preprocessed
         try:
             yield recorded
         finally:
             for h in handles:
                 h.remove()
             self.__dict__.pop("label_anchors", None)
+            self.__dict__.pop("preprocess_image", None)
         assert {"features", "predictions", "labels"} <= set(recorded), f"{recorded.keys()}"

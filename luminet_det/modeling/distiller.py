@@ -3,7 +3,7 @@ teachers kept out of checkpoints, the loss weights and warm-up, the finiteness c
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from detectron2.utils.events import get_event_storage
@@ -12,17 +12,25 @@ from torch import nn
 from luminet_det.config import logit_loss_kwargs
 from luminet_det.losses import LogitLoss, build_logit_loss
 
+from ..precision import check_dtype, teacher_precision
+from .crosskd import CrossKD
 from .reviewkd import ReviewKD
 from .teacher import build_teachers, freeze
 
 __all__ = [
     "Distiller",
+    "ensure_finite",
+    "check_finite",
+    "LOG_PERIOD",
+    "float32_losses",
     "distillation_from_config",
     "student_state_dict",
     "STUDENT_EXCLUDED_PREFIXES",
 ]
 
 _TEACHER_PREFIXES = ("teacher.", "extra_teachers.")
+#: detectron2's DefaultTrainer writes its metrics every 20 iterations (PeriodicWriter)
+LOG_PERIOD = 20
 #: Prefixes of a distilled detector's state-dict keys that are not part of the student
 #: ("logit_loss_modules." is how checkpoints written before version 0.2 named "logit_losses.").
 STUDENT_EXCLUDED_PREFIXES = _TEACHER_PREFIXES + (
@@ -63,6 +71,14 @@ def distillation_from_config(
     d = cfg.MODEL.DISTILL
     teacher, *extra_teachers = build_teachers(cfg)
     feature_losses = {}
+    if "crosskd" in d.LOSSES:
+        c = d.CROSSKD
+        feature_losses["crosskd"] = CrossKD(
+            reused_head_index=c.REUSED_HEAD_INDEX,
+            beta=c.BETA,
+            cls_weight=c.CLS_WEIGHT,
+            reg_weight=c.REG_WEIGHT,
+        )
     if "reviewkd" in d.LOSSES:
         feature_losses["reviewkd"] = ReviewKD(
             student_shapes=backbone.output_shape(),
@@ -83,6 +99,7 @@ def distillation_from_config(
         feature_losses=feature_losses,
         loss_weights={name: d[name.upper()].WEIGHT for name in d.LOSSES},
         warmup_iters=d.WARMUP_ITERS,
+        teacher_dtype=d.TEACHER_DTYPE,
     )
 
 
@@ -109,6 +126,7 @@ class Distiller(nn.Module):
         feature_losses: Optional[Mapping[str, nn.Module]],
         loss_weights: Optional[Mapping[str, float]],
         warmup_iters: int,
+        teacher_dtype: str = "float32",
     ) -> None:
         """
         Args:
@@ -120,6 +138,8 @@ class Distiller(nn.Module):
                 teacher_features)`` on the backbone outputs.
             loss_weights (dict[str, float]): name -> weight >= 0, one per loss above.
             warmup_iters (int): >= 0; weights ramp as ``min(iter / warmup_iters, 1)``.
+            teacher_dtype (str): the dtype of the teachers' forward, one of
+                :data:`~luminet_det.precision.DTYPES` (:meth:`teacher_precision`).
         """
         logit_losses, feature_losses = dict(logit_losses or {}), dict(feature_losses or {})
         loss_weights = dict(loss_weights or {})
@@ -129,9 +149,15 @@ class Distiller(nn.Module):
         self.extra_teachers = nn.ModuleList(freeze(t) for t in extra_teachers)
         # modules, so that a loss's state (e.g. LumiNet's running statistics) is checkpointed
         self.logit_losses = nn.ModuleDict(logit_losses)
+        for loss in self.logit_losses.values():
+            # the rows' targets come from detectron2's ROI sampler / anchor matcher, in range
+            # by construction: checking their values would wait for the device every step
+            loss.check_targets = False
         self.feature_losses = nn.ModuleDict(feature_losses)
         self.loss_weights = {k: float(v) for k, v in loss_weights.items()}
         self.warmup_iters = warmup_iters
+        check_dtype(teacher_dtype, self.device.type, "MODEL.DISTILL.TEACHER_DTYPE")
+        self.teacher_dtype = teacher_dtype
         self.register_state_dict_post_hook(_drop_teacher_keys)
         self.register_load_state_dict_pre_hook(_rename_old_loss_keys)
         self.register_load_state_dict_post_hook(_ignore_missing_teacher_keys)
@@ -145,6 +171,14 @@ class Distiller(nn.Module):
     def distilling(self) -> bool:
         """Whether any distillation loss is configured."""
         return bool(self.logit_losses or self.feature_losses)
+
+    def teacher_precision(self):
+        """The context of the teachers' forward: no gradient, autocast in ``teacher_dtype``
+        (off for float32); an operator without a kernel for that dtype becomes a ValueError
+        naming MODEL.DISTILL.TEACHER_DTYPE. Convert what leaves it with ``to_float32``."""
+        return teacher_precision(
+            self.teacher_dtype, self.device.type, "MODEL.DISTILL.TEACHER_DTYPE"
+        )
 
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
         """Student losses plus ``loss_<name>`` per distillation loss in training; the
@@ -177,37 +211,50 @@ class Distiller(nn.Module):
         self,
         terms: Mapping[str, torch.Tensor],
         per_stage: Optional[Mapping[str, List[torch.Tensor]]] = None,
+        inputs: Sequence[Tuple[str, torch.Tensor]] = (),
     ) -> Dict[str, torch.Tensor]:
-        """``loss_<name>``: each unweighted term times its weight and the warm-up factor,
-        checked finite; logs the warm-up factor and, for terms computed per stage
-        (``per_stage``, more than one), each stage's weighted value.
+        """``loss_<name>``: each unweighted term times its weight and the warm-up factor, all
+        checked finite together with ``inputs`` (what, tensor) such as the teacher's logits,
+        in **one** host synchronisation (:func:`ensure_finite`); logs the warm-up factor and,
+        for terms computed per stage (``per_stage``, more than one), each stage's weighted
+        value on the iterations detectron2's writers log (every :data:`LOG_PERIOD`th), so
+        that other iterations wait for nothing.
 
         Raises:
-            FloatingPointError: NaN or Inf in a term (before the optimizer step, naming the
-                term and the iteration).
+            FloatingPointError: NaN or Inf in a term or an input (before the optimizer step,
+                naming it and the iteration).
         """
         storage = current_storage()
         iteration = storage.iter if storage is not None else None
         factor = self._warmup_factor(iteration)
         if storage is not None and self.warmup_iters > 0:
             storage.put_scalar("distill_warmup_factor", factor)
-        for name, values in (per_stage or {}).items():
-            if storage is not None and len(values) > 1:
-                weight = self.loss_weights[name] * factor
-                for k, value in enumerate(values):
-                    storage.put_scalar(f"loss_{name}_stage{k}", value.detach().item() * weight)
-        return {
-            f"loss_{name}": check_finite(
-                f"loss_{name}", value * (self.loss_weights[name] * factor), iteration
-            )
+        if storage is not None and (iteration + 1) % LOG_PERIOD == 0:
+            for name, values in (per_stage or {}).items():
+                if len(values) > 1:
+                    weight = self.loss_weights[name] * factor
+                    for k, value in enumerate(values):
+                        storage.put_scalar(f"loss_{name}_stage{k}", float(value.detach()) * weight)
+        losses = {
+            f"loss_{name}": value * (self.loss_weights[name] * factor)
             for name, value in terms.items()
         }
+        ensure_finite([*inputs, *losses.items()], iteration)
+        return losses
 
     def _warmup_factor(self, iteration: Optional[int]) -> float:
         """``min(iteration / warmup_iters, 1)``; 1 without warm-up or outside a trainer."""
         if self.warmup_iters <= 0 or iteration is None:
             return 1.0
         return min(iteration / self.warmup_iters, 1.0)
+
+
+def float32_losses(like: torch.Tensor):
+    """A context in which the distillation losses are computed in float32 even inside the
+    student's mixed-precision region (detectron2's AMPTrainer): autocast off on the device of
+    ``like``; the losses upcast half-precision logits and features themselves."""
+    device = like.device.type if like is not None else "cpu"
+    return torch.autocast(device_type=device, enabled=False)
 
 
 def current_storage():
@@ -219,15 +266,30 @@ def current_storage():
 
 
 def check_finite(what: str, value: torch.Tensor, iteration: Optional[int]) -> torch.Tensor:
-    """``value``, or FloatingPointError naming ``what`` if it holds a NaN or Inf."""
-    if not torch.isfinite(value).all():
-        at = f"iteration {iteration}" if iteration is not None else "this step"
-        raise FloatingPointError(
-            f"{what} became NaN or Inf at {at}; stopping before the optimizer step so that no "
-            "corrupt checkpoint is written. Lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS, "
-            "or check the teacher's weights, then resume from the last checkpoint (--resume)."
-        )
+    """``value``, or FloatingPointError naming ``what`` if it holds a NaN or Inf (one host
+    synchronisation; :func:`ensure_finite` checks several tensors with one)."""
+    ensure_finite([(what, value)], iteration)
     return value
+
+
+def ensure_finite(items: Sequence[Tuple[str, torch.Tensor]], iteration: Optional[int]) -> None:
+    """Raise FloatingPointError naming the first of ``items`` (what, tensor) that holds a NaN
+    or Inf. The tensors are checked on their device and the verdicts combined, so the host
+    waits for the device once, however many there are; only when one fails are they looked
+    at one by one, to name it."""
+    items = [(what, value) for what, value in items if value is not None]
+    if not items:
+        return
+    flags = torch.stack([torch.isfinite(value).all() for _, value in items])
+    if bool(flags.all()):  # the one synchronisation
+        return
+    bad = next(what for (what, _), ok in zip(items, flags.tolist()) if not ok)
+    at = f"iteration {iteration}" if iteration is not None else "this step"
+    raise FloatingPointError(
+        f"{bad} became NaN or Inf at {at}; stopping before the optimizer step so that no "
+        "corrupt checkpoint is written. Lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS, "
+        "or check the teacher's weights, then resume from the last checkpoint (--resume)."
+    )
 
 
 def _drop_teacher_keys(module, state_dict, prefix, local_metadata):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import torch
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, ImageList, Instances
 
 __all__ = ["Stage", "StudentRecord", "DenseRecord", "TeacherOutputs"]
 
@@ -45,10 +45,13 @@ class StudentRecord:
         features (dict[str, Tensor]): the backbone (FPN) outputs, name -> (N, C, H, W).
         stages (list[Stage]): the box stages, in order; ``proposals``, ``logits`` and
             ``gt_classes`` are those of the first.
+        images (ImageList, optional): the student's preprocessed, padded images (their padded
+            size and image sizes let the teacher skip computing them again).
     """
 
     features: Dict[str, torch.Tensor]
     stages: List[Stage]
+    images: Optional[ImageList] = None
 
     @property
     def proposals(self) -> List[Instances]:
@@ -73,11 +76,16 @@ class DenseRecord:
             levels, in detectron2's order: level, then position, then cell anchor).
         labels (Tensor): (N, R) each anchor's label from the student's anchor matcher: a class
             in [0, K), K = background, -1 = ignored.
+        images (ImageList, optional): the student's preprocessed, padded images.
+        hold (dict, optional): CrossKD: "cls" and "box" -> per level, the head subnets'
+            features after the reused convolution (before its activation).
     """
 
     features: Dict[str, torch.Tensor]
     logits: torch.Tensor
     labels: torch.Tensor
+    images: Optional[ImageList] = None
+    hold: Optional[Dict[str, List[torch.Tensor]]] = None
 
     def rows(
         self,
@@ -112,10 +120,14 @@ class TeacherOutputs:
             stage's ROIs, averaged over the ensemble; for a one-stage student one entry, the
             (N, R, K) logits of every anchor. None when no logit loss is configured.
             ``logits`` is the first.
+        deltas (Tensor, optional): a one-stage teacher's (N, R, 4) box deltas (CrossKD).
+        hold (dict, optional): a one-stage teacher's head features where CrossKD enters it.
     """
 
     features: Dict[str, torch.Tensor]
     stage_logits: Optional[List[torch.Tensor]]
+    deltas: Optional[torch.Tensor] = None
+    hold: Optional[Dict[str, List[torch.Tensor]]] = None
 
     @property
     def logits(self) -> Optional[torch.Tensor]:

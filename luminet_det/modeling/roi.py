@@ -13,16 +13,32 @@ from torch import nn
 
 from luminet_det.config import CASCADE_COMBINE
 
-__all__ = ["BOX_BRANCH", "SUPPORTED", "require_box_branch", "num_box_stages", "box_logits"]
+__all__ = [
+    "BOX_BRANCH",
+    "RES5_BRANCH",
+    "SUPPORTED",
+    "is_res5_heads",
+    "require_box_branch",
+    "num_box_stages",
+    "box_logits",
+]
 
 #: the attributes of a StandardROIHeads-style box branch
 BOX_BRANCH = ("box_pooler", "box_head", "box_predictor")
+#: the attributes of a Res5ROIHeads-style (C4) box branch: a pooler on res4, the res5 stage
+#: shared with the mask head, then the predictor on the spatially averaged features
+RES5_BRANCH = ("pooler", "res5", "box_predictor", "in_features")
 #: what DistillRCNN supports, for the error messages
 SUPPORTED = (
-    "MODEL.ROI_HEADS.NAME 'StandardROIHeads' (Faster R-CNN, and Mask R-CNN with MODEL.MASK_ON) "
-    "or 'CascadeROIHeads' (Cascade R-CNN), or any ROI heads with a box_pooler and a box_head / "
-    "box_predictor per stage"
+    "MODEL.ROI_HEADS.NAME 'StandardROIHeads' (Faster R-CNN, and Mask R-CNN with MODEL.MASK_ON), "
+    "'CascadeROIHeads' (Cascade R-CNN) or 'Res5ROIHeads' (the C4 models), or any ROI heads "
+    "with a box_pooler and a box_head / box_predictor per stage"
 )
+
+
+def is_res5_heads(heads: nn.Module) -> bool:
+    """Whether ``heads`` have a C4 (Res5ROIHeads-style) box branch."""
+    return all(hasattr(heads, a) for a in RES5_BRANCH) and not hasattr(heads, "box_head")
 
 
 def num_box_stages(heads: nn.Module) -> int:
@@ -34,6 +50,8 @@ def num_box_stages(heads: nn.Module) -> int:
 def require_box_branch(heads: nn.Module, role: str) -> None:
     """Raise ValueError unless ``heads`` (the ``roi_heads`` of the ``role`` detector, "student"
     or "teacher") have a StandardROIHeads-style box branch, or one per Cascade stage."""
+    if is_res5_heads(heads):
+        return
     missing = [a for a in BOX_BRANCH if not hasattr(heads, a)]
     stacked = [isinstance(getattr(heads, a, None), nn.ModuleList) for a in BOX_BRANCH[1:]]
     uneven = stacked[0] != stacked[1] or (
@@ -88,6 +106,9 @@ def box_logits(
     if combine not in _COMBINE:
         raise ValueError(f"combine must be one of {list(_COMBINE)}, got {combine!r}.")
     heads = detector.roi_heads
+    if is_res5_heads(heads):  # C4: pooled from res4, through res5, averaged (Res5ROIHeads)
+        x = heads._shared_roi_transform([features[f] for f in heads.in_features], proposal_boxes)
+        return heads.box_predictor(x.mean(dim=[2, 3]))[0]
     box_features = heads.box_pooler([features[f] for f in heads.box_in_features], proposal_boxes)
     stages = num_box_stages(heads)
     if stages == 1:

@@ -14,10 +14,11 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.modeling import GeneralizedRCNN, build_model
-from detectron2.structures import Boxes
+from detectron2.structures import Boxes, ImageList
 
 from ..config import TEACHER_ARCHITECTURE, get_num_classes, num_classes_key
 from ..errors import ConfigError, WeightsUnavailableError
+from .lazy_teacher import build_lazy_teacher, is_lazy_config, load_lazy_teacher_cfg
 from .roi import box_logits, num_box_stages, require_box_branch
 from .weights import local_weights
 
@@ -235,19 +236,53 @@ def build_teachers(cfg: CfgNode) -> List[torch.nn.Module]:
     specs += [(c, [], w) for c, w in zip(d.ENSEMBLE_CONFIGS, d.ENSEMBLE_WEIGHTS)]
     teachers = []
     for config, opts, weights in specs:
+        if is_lazy_config(config):  # a LazyConfig (.py) teacher: modeling/lazy_teacher.py
+            lazy = load_lazy_teacher_cfg(config, opts)
+            teacher = build_lazy_teacher(lazy, cfg, config, cfg.MODEL.DEVICE)
+            load_teacher_weights(teacher, weights, config)
+            teachers.append(freeze(teacher))
+            continue
         teacher_cfg = load_teacher_cfg(config, opts, cfg.MODEL.DEVICE, teacher_architecture(cfg))
         check_teacher_cfg(teacher_cfg, cfg, config)
         teachers.append(build_teacher(teacher_cfg, weights, config))
     return teachers
 
 
-def teacher_images(teacher: GeneralizedRCNN, student_format: str, batched_inputs: List[dict]):
+def teacher_images(
+    teacher: GeneralizedRCNN,
+    student_format: str,
+    batched_inputs: List[dict],
+    student_images: Optional[ImageList] = None,
+    student_backbone: Optional[torch.nn.Module] = None,
+) -> ImageList:
     """The student's images as the teacher takes them: in its channel order (RGB <-> BGR,
     checked by :func:`check_teacher_cfg`), normalised with its own pixel statistics, padded
-    (an ImageList)."""
+    (an ImageList), exactly as ``teacher.preprocess_image`` would make them.
+
+    Given the student's own ImageList of the same images (``student_images``) and a student
+    backbone that pads as the teacher's does (size divisibility and padding constraints), the
+    padded size and the image sizes are taken from it instead of being computed again
+    (ImageList.from_tensors reads them back from tensors, which waits for the device)."""
     if teacher.input_format != student_format:
         batched_inputs = [dict(x, image=x["image"].flip(0)) for x in batched_inputs]
-    return teacher.preprocess_image(batched_inputs)
+    backbone = teacher.backbone
+    same_padding = (
+        student_images is not None
+        and student_backbone is not None
+        and student_backbone.size_divisibility == backbone.size_divisibility
+        and student_backbone.padding_constraints == backbone.padding_constraints
+    )
+    if not same_padding:
+        return teacher.preprocess_image(batched_inputs)
+    images = [teacher._move_to_current_device(x["image"]) for x in batched_inputs]
+    images = [(x - teacher.pixel_mean) / teacher.pixel_std for x in images]
+    shape = (len(images), images[0].shape[0]) + tuple(student_images.tensor.shape[-2:])
+    batch = images[0].new_zeros(shape)  # ImageList.from_tensors pads with 0 too
+    for padded, image in zip(batch, images):
+        padded[:, : image.shape[-2], : image.shape[-1]].copy_(image)
+    sizes = [tuple(image.shape[-2:]) for image in images]
+    assert sizes == [tuple(s) for s in student_images.image_sizes], f"{sizes}"
+    return ImageList(batch, sizes)
 
 
 def teacher_box_logits(
@@ -279,11 +314,17 @@ def run_teacher(
     batched_inputs: List[dict],
     stage_boxes: Optional[List[List[Boxes]]],
     combine: str = "mean_logits",
+    student_images: Optional[ImageList] = None,
+    student_backbone: Optional[torch.nn.Module] = None,
 ) -> Tuple[dict, Optional[List[torch.Tensor]]]:
-    """The teacher's backbone (FPN) features on the student's images (:func:`teacher_images`)
-    and, if ``stage_boxes`` are given, its box logits on each student stage's boxes
-    (:func:`teacher_box_logits`, with ``combine``). Call under ``torch.no_grad()``."""
-    features = teacher.backbone(teacher_images(teacher, student_format, batched_inputs).tensor)
+    """The teacher's backbone (FPN) features on the student's images (:func:`teacher_images`,
+    with ``student_images`` and ``student_backbone`` when at hand) and, if ``stage_boxes`` are
+    given, its box logits on each student stage's boxes (:func:`teacher_box_logits`, with
+    ``combine``). Call under ``torch.no_grad()``."""
+    images = teacher_images(
+        teacher, student_format, batched_inputs, student_images, student_backbone
+    )
+    features = teacher.backbone(images.tensor)
     if stage_boxes is None:
         return features, None
     return features, teacher_box_logits(teacher, features, stage_boxes, combine)
