@@ -43,7 +43,8 @@ def measure(seed: int) -> dict:
     from luminet_det.data import CheckedDatasetMapper
     from luminet_det.losses import build_logit_loss
 
-    cfg = load_config(CONFIG, ["SEED", seed, "DATALOADER.NUM_WORKERS", 0])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = load_config(CONFIG, ["SEED", seed, "DATALOADER.NUM_WORKERS", 0, "MODEL.DEVICE", device])
     kd_weight = load_config(KD_CONFIG).MODEL.DISTILL.KD.WEIGHT
     seed_all_rng(seed)  # as default_setup does for the trainer
     model = build_model(cfg)
@@ -97,6 +98,11 @@ def main(argv=None) -> int:
     ).stdout.strip()
     command = f"python benchmarks/dense_rows.py --seeds {args.seeds} --name {args.name}"
     w = rows[0]["weights"]
+    from luminet_det import load_config
+    from luminet_det.runio import last_box_ap
+
+    teacher = load_config(CONFIG).MODEL.DISTILL.TEACHER_WEIGHTS
+    teacher_ap = (last_box_ap(os.path.dirname(os.path.join(ROOT, teacher))) or {}).get("bbox/AP")
     lines = [
         f"# Benchmark: {args.name}",
         "",
@@ -105,6 +111,12 @@ def main(argv=None) -> int:
         f"- commit: {commit}",
         f"- command: `{command}`",
         f"- wall time: {(time.time() - start) / 60:.1f} min",
+        (
+            f"- teacher: `{teacher}` (configs/Digits-Detection/teacher_retinanet_R_50_FPN.yaml), box "
+            f"AP {teacher_ap:.1f} on the built-in validation set"
+            if teacher_ap
+            else "- teacher: ?"
+        ),
         "",
         "## RetinaNet at step 0: anchors per batch and the size of the logit losses",
         "",
@@ -139,7 +151,8 @@ def main(argv=None) -> int:
     with open(md, "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(args.results, f"{args.name}.runs.json"), "w") as f:
-        json.dump({"command": command, "commit": commit, "runs": rows}, f, indent=1)
+        record = {"command": command, "commit": commit, "teacher_box_ap": teacher_ap}
+        json.dump({**record, "runs": rows}, f, indent=1)
     print(open(md).read())
     return 0
 

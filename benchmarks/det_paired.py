@@ -172,14 +172,25 @@ def group_teacher(group: Group, quick: bool, work: str, env: dict) -> Tuple[str,
 
 
 def run(
-    group: Group, seeds: int, quick: bool, work: str, env: dict, procs: Optional[int] = None
+    group: Group,
+    seeds: int,
+    quick: bool,
+    work: str,
+    env: dict,
+    procs: Optional[int] = None,
+    methods: Optional[Sequence[str]] = None,
 ) -> PairedDetection:
+    """Every method of ``group`` (or those of ``methods``, by label; the reference always
+    runs) for ``seeds`` paired seeds."""
     from luminet_det import load_config
     from luminet_det.config import TEACHER_ARCHITECTURE
 
     teacher, t_metrics = group_teacher(group, quick, work, env)
     metrics, runs = {}, []
-    for label, config, *overrides in group.methods:
+    chosen = [m for m in group.methods if methods is None or m[0] in methods]
+    if methods is not None and group.reference not in [m[0] for m in chosen]:
+        chosen += [m for m in group.methods if m[0] == group.reference]
+    for label, config, *overrides in chosen:
         extra = list(overrides[0]) if overrides else []
         distilled = load_config(os.path.join(DIGITS, config)).MODEL.META_ARCHITECTURE
         distilled = distilled in TEACHER_ARCHITECTURE

@@ -54,6 +54,14 @@ def main(argv=None):
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results"))
     parser.add_argument("--name", default=None, help="results file stem (default: date)")
     parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help="detection groups: run only these methods (labels as in the report, e.g. "
+        "'student alone' KD DIST CrossKD); the group's reference (LumiNet) always runs",
+    )
+    parser.add_argument(
         "--stats-images",
         type=int,
         nargs="+",
@@ -93,7 +101,8 @@ def main(argv=None):
             sections[-1].memory = step_cost.measure_memory(args.quick, work)
     for key in det_paired.sections(run):
         seeds = args.paired_seeds if key == "det" and not args.quick else args.seeds
-        sections.append(det_paired.run(det_paired.GROUPS[key], seeds, args.quick, work, env))
+        group = det_paired.GROUPS[key]
+        sections.append(det_paired.run(group, seeds, args.quick, work, env, methods=args.methods))
     if "stats" in run:
         batches = [2 * n for n in args.stats_images]  # 2 processes
         stats = stats_modes.run(args.seeds, args.quick, work, env, global_batches=batches)
