@@ -36,6 +36,7 @@ setup(
     entry_points={
         "console_scripts": [
             "luminet-train=luminet_det.cli.train:cli",
+            "luminet-lazy-train=luminet_det.cli.lazy_train:cli",
             "luminet-export=luminet_det.cli.export:main",
             "luminet-convert=luminet_det.cli.convert:main",
             "luminet-cls=luminet_det.cls.__main__:main",

@@ -112,7 +112,8 @@ def main(argv=None) -> int:
         f"- command: `{command}`",
         f"- wall time: {(time.time() - start) / 60:.1f} min",
         (
-            f"- teacher: `{teacher}` (configs/Digits-Detection/teacher_retinanet_R_50_FPN.yaml), box "
+            f"- teacher: `{teacher}` "
+            "(configs/Digits-Detection/teacher_retinanet_R_50_FPN.yaml), box "
             f"AP {teacher_ap:.1f} on the built-in validation set"
             if teacher_ap
             else "- teacher: ?"

@@ -12,6 +12,7 @@ from tiny import ROOT
 
 COMMANDS = {
     "luminet-train": "--config-file",
+    "luminet-lazy-train": "--check-teacher",
     "luminet-export": "--format",
     "luminet-convert": "--arch",
     "luminet-cls": "{train,eval}",

@@ -48,7 +48,10 @@ def test_every_logit_loss_builds_by_name_and_equals_its_function():
 
 
 def test_unknown_names_and_arguments_are_refused_with_what_is_valid():
-    valid = r"\['kd', 'logitstd', 'dkd', 'dist', 'luminet', 'kd_sigmoid', 'luminet_sigmoid', 'dist_sigmoid'\]"
+    valid = (
+        r"\['kd', 'logitstd', 'dkd', 'dist', 'luminet', 'kd_sigmoid', 'luminet_sigmoid', "
+        r"'dist_sigmoid'\]"
+    )
     with pytest.raises(ValueError, match=r"'kdd'.*" + valid):
         build_logit_loss("kdd")
     with pytest.raises(ValueError, match=r"'kd' loss takes no argument \['beta'\].*temperature"):

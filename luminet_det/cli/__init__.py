@@ -6,6 +6,8 @@ command            module                                    does
 ================== ========================================= ===============================
 luminet-train      :mod:`luminet_det.cli.train`              train / evaluate a detector
                                                              (detectron2's trainer CLI)
+luminet-lazy-train :mod:`luminet_det.cli.lazy_train`         the same for LazyConfig (.py)
+                                                             students
 luminet-export     :mod:`luminet_det.cli.export`             the distilled student as a stock
                                                              detectron2 model, TorchScript or
                                                              ONNX

@@ -76,10 +76,21 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config_file, args.opts)
-        weights, config = export_student(
-            cfg, args.checkpoint, args.output, trusted=args.trust_pickle
-        )
+        if args.config_file.endswith(".py"):  # a LazyConfig student (luminet-lazy-train)
+            from detectron2.config import LazyConfig
+
+            from luminet_det.lazy import export_lazy_student, resolve_lazy_teacher_paths
+
+            lazy = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+            resolve_lazy_teacher_paths(lazy, args.config_file)
+            weights, config = export_lazy_student(
+                lazy, args.checkpoint, args.output, trusted=args.trust_pickle
+            )
+        else:
+            cfg = load_config(args.config_file, args.opts)
+            weights, config = export_student(
+                cfg, args.checkpoint, args.output, trusted=args.trust_pickle
+            )
         print(f"Student weights: {weights}\nStudent config:  {config}")
         if args.format != "detectron2":
             export_traced(config, args.format, args.output, args.sample_image)
@@ -98,11 +109,22 @@ def export_traced(student_config: str, fmt: str, output: str, image_path: str = 
 
     from luminet_det.deploy import manifest, save_onnx, save_torchscript, write_manifest
 
-    cfg = get_cfg()
-    cfg.merge_from_file(student_config)
-    cfg.MODEL.DEVICE = "cpu"
-    model = build_model(cfg).eval()
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    lazy = _is_lazy_dump(student_config)
+    if lazy:  # the stock student of a LazyConfig: instantiated, traced on --sample-image
+        from detectron2.config import LazyConfig, instantiate
+
+        lazy_cfg = LazyConfig.load(student_config)
+        model = instantiate(lazy_cfg.model).eval()
+        DetectionCheckpointer(model).load(lazy_cfg.train.init_checkpoint)
+        if not image_path:
+            raise UserInputError("A LazyConfig student is traced on --sample-image IMAGE.")
+        cfg = _yaml_view(model, lazy_cfg)
+    else:
+        cfg = get_cfg()
+        cfg.merge_from_file(student_config)
+        cfg.MODEL.DEVICE = "cpu"
+        model = build_model(cfg).eval()
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     image = sample_image(cfg, image_path)
     path = os.path.join(output, "student.ts" if fmt == "torchscript" else "student.onnx")
     save = save_torchscript if fmt == "torchscript" else save_onnx
@@ -111,6 +133,34 @@ def export_traced(student_config: str, fmt: str, output: str, image_path: str = 
     write_manifest(info, manifest(cfg, names, {fmt: os.path.basename(path)}))
     print(f"{fmt}: {path} (outputs {', '.join(names)})\nServing notes: {info}")
     return path
+
+
+def _is_lazy_dump(path: str) -> bool:
+    """Whether a student.yaml was written by LazyConfig.save (it has a top-level ``model``
+    with a ``_target_``) rather than by a YACS config's dump."""
+    import yaml
+
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    return isinstance(data.get("model"), dict) and "_target_" in data["model"]
+
+
+def _yaml_view(model, lazy_cfg):
+    """The few YACS keys the sample image and the serving notes read, from a LazyConfig
+    student: its channel order, test-time resize, score threshold and test set."""
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.INPUT.FORMAT = model.input_format
+    cfg.MODEL.META_ARCHITECTURE = type(model).__name__
+    test = lazy_cfg.get("dataloader", {}).get("test", {})
+    for aug in (test.get("mapper", {}) or {}).get("augmentations", []) or []:
+        if "short_edge_length" in aug:
+            cfg.INPUT.MIN_SIZE_TEST = int(aug["short_edge_length"])
+            cfg.INPUT.MAX_SIZE_TEST = int(aug.get("max_size", cfg.INPUT.MAX_SIZE_TEST))
+    names = (test.get("dataset", {}) or {}).get("names", "")
+    cfg.DATASETS.TEST = (names,) if isinstance(names, str) and names else ()
+    return cfg
 
 
 if __name__ == "__main__":

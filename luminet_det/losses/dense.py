@@ -201,7 +201,8 @@ def sigmoid_dist_loss(
     beta 1, gamma 1, weight 1)::
 
         p = sigmoid(z)
-        loss = beta * (1 - mean_i pearson(p_S[i], p_T[i])) + gamma * (1 - mean_c pearson(p_S[:, c], p_T[:, c]))
+        loss = beta * (1 - mean_i pearson(p_S[i], p_T[i]))
+             + gamma * (1 - mean_c pearson(p_S[:, c], p_T[:, c]))
 
     The rows are whatever the caller passes: DistillRetinaNet passes the anchors chosen by
     ``MODEL.DISTILL.DENSE.ANCHORS`` with their C classes as columns. The authors' code takes

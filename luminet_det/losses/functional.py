@@ -154,7 +154,8 @@ def luminet_loss(
         eps (float): > 0, variance epsilon of :func:`perception`.
         student_moments, teacher_moments ((Tensor, Tensor), optional): (mean, biased var),
             each (C,), to use instead of each side's own batch statistics (see
-            :mod:`luminet_det.losses.statistics`: statistics over all processes or over the data set).
+            :mod:`luminet_det.losses.statistics`: statistics over all processes or over the data
+            set).
         reduction (str): "mean" (the paper: the mean over the N rows) or "sum" (the sum over
             the rows, for a caller that divides by another count, e.g. the rows of all
             processes).

@@ -84,8 +84,11 @@ class DistillRetinaNet(Distiller, RetinaNet):
     (:meth:`teacher_outputs`). The rows of the logit losses are the anchors chosen by
     ``anchors`` from the student's anchor labels; each loss is the per-anchor sigmoid form of
     its method (``"luminet"`` -> :func:`~luminet_det.losses.sigmoid_luminet_loss`, ``"kd"`` ->
-    :func:`~luminet_det.losses.sigmoid_kd_loss`), divided by the batch's foreground anchors
-    (LumiNet's also averaged over the classes; luminet_det/losses/dense.py says why). In inference the student equals a RetinaNet with the same weights.
+    :func:`~luminet_det.losses.sigmoid_kd_loss`, divided by the batch's foreground anchors,
+    LumiNet's also averaged over the classes: luminet_det/losses/dense.py says why; ``"dist"``
+    -> :func:`~luminet_det.losses.sigmoid_dist_loss`). ``"crosskd"`` runs the student's head
+    features through the teacher's remaining head layers (:mod:`.crosskd`). In inference the
+    student equals a RetinaNet with the same weights.
     """
 
     @configurable
