@@ -147,15 +147,21 @@ def random_weights(config: str, work: str) -> str:
     """A checkpoint of ``config``'s (in configs/Digits-Detection/) architecture with random
     weights, written once into ``work``: the teacher of --quick runs and of timing runs (step
     times do not depend on the weights' values)."""
-    path = os.path.join(work, config.replace(".yaml", ".pth"))
+    path = os.path.join(work, config.replace(".yaml", ".pth").replace(".py", ".pth"))
     if not os.path.isfile(path):
         from detectron2.modeling import build_model
 
         from luminet_det import load_config
 
-        cfg = load_config(os.path.join(DIGITS, config))
-        cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS = "cpu", ""
-        torch.save({"model": build_model(cfg).state_dict()}, path)
+        if config.endswith(".py"):  # a LazyConfig teacher
+            from detectron2.config import LazyConfig, instantiate
+
+            model = instantiate(LazyConfig.load(os.path.join(DIGITS, config)).model)
+        else:
+            cfg = load_config(os.path.join(DIGITS, config))
+            cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS = "cpu", ""
+            model = build_model(cfg)
+        torch.save({"model": model.state_dict()}, path)
     return path
 
 
@@ -196,14 +202,22 @@ def final_metrics(output_dir: str) -> Dict[str, float]:
 
 def trained(config: str, env: Optional[dict], label: str) -> Tuple[str, Dict[str, float]]:
     """(model_final.pth, final metrics) of ``config`` (in configs/Digits-Detection/) trained
-    with tools/train_net.py into its OUTPUT_DIR; trained first if not there yet."""
+    with tools/train_net.py (a LazyConfig ``.py``: tools/lazyconfig_train_net.py) into its
+    output directory; trained first if not there yet."""
     from luminet_det import load_config
 
-    out = os.path.join(ROOT, load_config(os.path.join(DIGITS, config)).OUTPUT_DIR)
+    lazy = config.endswith(".py")
+    if lazy:
+        from detectron2.config import LazyConfig
+
+        out = os.path.join(ROOT, LazyConfig.load(os.path.join(DIGITS, config)).train.output_dir)
+    else:
+        out = os.path.join(ROOT, load_config(os.path.join(DIGITS, config)).OUTPUT_DIR)
     final = os.path.join(out, "model_final.pth")
     if not os.path.isfile(final):
         log(f"{label}: training {config} first; progress with ETA in {rel(out)}/log.txt")
-        cmd = [sys.executable, "tools/train_net.py", "--config-file", os.path.join(DIGITS, config)]
+        tool = "tools/lazyconfig_train_net.py" if lazy else "tools/train_net.py"
+        cmd = [sys.executable, tool, "--config-file", os.path.join(DIGITS, config)]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")

@@ -108,6 +108,17 @@ GROUPS: Dict[str, Group] = {
             # the RetinaNet teacher and students start from these backbones (their configs)
             requires=("teacher_R_50_FPN.yaml", "student_R_18_FPN.yaml"),
         ),
+        Group(
+            "lazy",
+            "built-in detection set, a LazyConfig (new-baseline-style) R-50-FPN teacher → the "
+            "YAML R-18-FPN student",
+            "lazy_teacher_R_50_FPN.py",
+            (
+                ("student alone", "student_R_18_FPN.yaml"),
+                ("KD", "kd_lazyteacher_R50_R18.yaml"),
+                ("LumiNet", "luminet_lazyteacher_R50_R18.yaml"),
+            ),
+        ),
     )
 }
 

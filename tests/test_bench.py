@@ -84,7 +84,9 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         ("retinanet", "LumiNet"),
         ("retinanet", "KD, all anchors"),
         ("retinanet", "LumiNet, all anchors"),
-    } | {("stats", f"LumiNet, STATS {m}") for m in ("batch", "sync", "global", "running")}
+    } | {("stats", f"LumiNet, STATS {m}") for m in ("batch", "sync", "global", "running")} | {
+        ("lazy", m) for m in ("student alone", "KD", "LumiNet")
+    }
     for r in runs:
         if "group" in r:  # rerunnable from the repository, with its final box AP
             assert r["command"].startswith("python tools/train_net.py --config-file configs/")
