@@ -21,17 +21,25 @@ CONFIG = os.path.join(ROOT, "configs", "Digits-Detection", "lazy_luminet_R50_R18
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    """A small built-in set (8 training, 4 validation images) where the builtin names find it."""
-    from luminet_det.data import generate_digits_detection
+    """A small built-in set (8 training, 4 validation images), registered under this module's
+    own names: the built-in names are bound to $DETECTRON2_DATASETS when luminet_det.data is
+    first imported, so a fresh clone (no datasets/digits_det) must not rely on them."""
+    from detectron2.data import DatasetCatalog
 
-    root = tmp_path_factory.mktemp("data")
-    generate_digits_detection(str(root / "digits_det"), num_train=8, num_val=4, seed=1)
-    return str(root)
+    from luminet_det.data import generate_digits_detection, register_coco_detection
+    from luminet_det.data.digits import digits_paths
+
+    root = str(tmp_path_factory.mktemp("data") / "digits_det")
+    generate_digits_detection(root, num_train=8, num_val=4, seed=1)
+    for split in ("train", "val"):
+        name = f"lazy_student_digits_{split}"
+        if name not in DatasetCatalog.list():
+            register_coco_detection(name, *digits_paths(root, split))
+    return root
 
 
 @pytest.fixture
-def env(digits, monkeypatch, tmp_path):
-    monkeypatch.setenv("DETECTRON2_DATASETS", digits)
+def env(digits, tmp_path):
     teacher_cfg = tiny_cfg(num_classes=10)
     teacher_cfg.INPUT.MIN_SIZE_TEST, teacher_cfg.INPUT.MAX_SIZE_TEST = 128, 128
     return save_teacher(tmp_path, teacher_cfg)
@@ -61,6 +69,9 @@ def _opts(tmp_path, teacher, max_iter=2):
         "model.roi_heads.batch_size_per_image=32",
         f"distill.teacher_config={config}",
         f"distill.teacher_weights={weights}",
+        "dataloader.train.dataset.names=lazy_student_digits_train",
+        "dataloader.test.dataset.names=lazy_student_digits_val",
+        "dataloader.evaluator.dataset_name=lazy_student_digits_val",
     ]
 
 
