@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
 import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -217,7 +220,9 @@ def trained(config: str, env: Optional[dict], label: str) -> Tuple[str, Dict[str
     if not os.path.isfile(final):
         log(f"{label}: training {config} first; progress with ETA in {rel(out)}/log.txt")
         tool = "tools/lazyconfig_train_net.py" if lazy else "tools/train_net.py"
-        cmd = [sys.executable, tool, "--config-file", os.path.join(DIGITS, config)]
+        # --resume: an interrupted teacher continues from its last checkpoint (students are
+        # rerun from the start instead, so that paired seeds see the same data order)
+        cmd = [sys.executable, tool, "--config-file", os.path.join(DIGITS, config), "--resume"]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -280,9 +285,21 @@ def train_detector(
     cmd = detector_command(config, out, seed, teacher, quick, extra, procs)
     log(f"{label}, seed {seed}")
     t0 = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    if quick:  # toy runs: the same main, without paying the imports in each process
+        from detectron2.engine.launch import _find_free_port
+
+        os.makedirs(out, exist_ok=True)
+        url = f"tcp://127.0.0.1:{_find_free_port()}"
+        logs = [os.path.join(out, f"stdout.rank{rank}.txt") for rank in range(procs)]
+        calls = [(cmd[2:], env, logs[rank], rank, url) for rank in range(procs)]
+        for log_file, error in zip(logs, in_fresh_processes(_train_net_main, calls)):
+            if error is not None:
+                tail = open(log_file).read()[-3000:]
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{tail}\n{error}")
+    else:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     ap = final_ap(out)
     log(f"  AP {ap:.2f} ({time.time() - t0:.0f} s)")
     # the periodic checkpoints of a finished run: only model_final.pth is reused (dozens of
@@ -291,6 +308,63 @@ def train_detector(
         if name.startswith("model_0") and name.endswith(".pth"):
             os.remove(os.path.join(out, name))
     return ap
+
+
+#: what the process server of :func:`in_fresh_process` imports once, before any work
+_PRELOAD = ["luminet_det.cli.train", "benchmarks.step_cost"]
+_SERVER = None
+
+
+def in_fresh_processes(fn: Callable, calls: Sequence[tuple]) -> list:
+    """``fn(*args)`` for each ``args`` in ``calls``, at once, each in a process of its own (as
+    a subprocess would run it) but forked from a server (multiprocessing's ``forkserver``)
+    that has imported torch, detectron2 and luminet_det once: a toy run then costs its work,
+    not the 7 s of imports on a small CPU. The server starts at the first call with this
+    process's environment and does no torch work itself, so its children start clean.
+    ``fn`` must be a module-level function. Returns the results in order."""
+    global _SERVER
+    if _SERVER is None:
+        _SERVER = multiprocessing.get_context("forkserver")
+        _SERVER.set_forkserver_preload(_PRELOAD)
+    with ProcessPoolExecutor(len(calls), mp_context=_SERVER, max_tasks_per_child=1) as pool:
+        futures = [pool.submit(fn, *args) for args in calls]
+        return [f.result() for f in futures]
+
+
+def in_fresh_process(fn: Callable, *args):
+    """:func:`in_fresh_processes` of one call."""
+    return in_fresh_processes(fn, [args])[0]
+
+
+def _train_net_main(
+    argv: List[str], env: dict, log_file: str, rank: int = 0, url: str = ""
+) -> Optional[str]:
+    """tools/train_net.py's ``main`` on ``argv``, its output into ``log_file``: in this
+    process, or as process ``rank`` of ``--num-gpus`` joined at ``url`` (what detectron2's
+    ``launch`` runs in each process it spawns). None, or the traceback of what went wrong
+    (raised by the caller with the log's tail)."""
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(ROOT)  # as the subprocess of a full run
+    with open(log_file, "w") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            from detectron2.engine.launch import _distributed_worker
+
+            from luminet_det.cli.train import argument_parser, main
+
+            args = argument_parser().parse_args(argv)
+            if args.num_gpus == 1:
+                main(args)
+            else:
+                _distributed_worker(rank, main, args.num_gpus, args.num_gpus, 0, url, (args,))
+        except BaseException:  # SystemExit of a refused config included
+            return traceback.format_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+    return None
 
 
 def quick_cls(quick: bool) -> List[str]:

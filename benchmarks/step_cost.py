@@ -17,7 +17,15 @@ from typing import Dict, List, Optional
 
 import torch
 
-from .common import METHODS, ROOT, distill_cfg, fmt, stand_in_teacher, summary
+from .common import (
+    METHODS,
+    ROOT,
+    distill_cfg,
+    fmt,
+    in_fresh_process,
+    stand_in_teacher,
+    summary,
+)
 
 #: targets: LumiNet step ÷ KD step, and LumiNet's overhead over the student alone ÷ teacher share
 TARGET_VS_KD, TARGET_OVERHEAD = 1.02, 1.1
@@ -122,8 +130,11 @@ def measure_memory(quick: bool, work: str) -> Dict[str, float]:
     weights = stand_in_teacher(work, quick)
     out = {}
     for method in METHODS:
+        if quick:  # toy sizes: a process forked from one that has the imports done
+            out[method.name] = in_fresh_process(_memory_worker, list(method.losses), weights, True)
+            continue
         cmd = [sys.executable, "-W", "ignore", "-m", "benchmarks.step_cost", *method.losses]
-        cmd += ["--weights", weights] + (["--quick"] if quick else [])
+        cmd += ["--weights", weights]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         line = [x for x in proc.stdout.splitlines() if x.startswith("MB ")]
         if not line:

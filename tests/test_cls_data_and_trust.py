@@ -172,13 +172,14 @@ def test_a_missing_release_teacher_says_where_to_get_it_or_how_to_train_one(tmp_
 
 
 class _Payload:
-    """Unpickling this calls open(marker, "w"): code from the file would run."""
+    """Unpickling this calls os.mkdir(marker): code from the file would run (a directory, not
+    an open file left for the garbage collector to warn about)."""
 
     def __init__(self, marker):
         self.marker = marker
 
     def __reduce__(self):
-        return (open, (self.marker, "w"))
+        return (os.mkdir, (self.marker,))
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
