@@ -12,7 +12,7 @@ from PIL import Image
 
 from luminet_det.cls import Trainer, build_model, load_config
 from luminet_det.cls.data import build_dataset, folder_classes, num_classes
-from luminet_det.errors import TeacherTooWeakError, WeightsUnavailableError
+from luminet_det.errors import ConfigError, TeacherTooWeakError, WeightsUnavailableError
 from luminet_det.runio import UnsafeCheckpointError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -213,3 +213,29 @@ def test_digits_hard_corrupts_every_image_and_fixes_the_validation_corruption():
     assert (x0 - easy_val[0][0]).abs().mean() > 0.3
     a, b = hard_train[0][0], hard_train[0][0]
     assert not torch.equal(a, b)  # training corruptions are drawn anew
+
+
+def test_autoaugment_is_the_cifar10_policy_on_training_images_only(tmp_path):
+    import torchvision.transforms as T
+
+    root = _folder_set(tmp_path / "shapes")
+    train = build_dataset("folder", root, train=True, size=16, autoaugment=True)
+    names = [type(t).__name__ for t in train.transform.transforms]
+    # after the crop and flip, before the tensor conversion (PIL in, PIL out)
+    assert names[:4] == ["RandomResizedCrop", "RandomHorizontalFlip", "AutoAugment", "ToTensor"]
+    assert train.transform.transforms[2].policy == T.AutoAugmentPolicy.CIFAR10
+    x, _ = train[0]
+    assert x.shape == (3, 16, 16)
+    plain = build_dataset("folder", root, train=True, size=16)
+    assert "AutoAugment" not in [type(t).__name__ for t in plain.transform.transforms]
+    val = build_dataset("folder", root, train=False, size=16, autoaugment=True)
+    assert "AutoAugment" not in [type(t).__name__ for t in val.transform.transforms]
+    with pytest.raises(ConfigError, match="not on the built-in 'digits' set"):
+        build_dataset("digits", "", train=True, autoaugment=True)
+    with pytest.raises(ConfigError, match="DATA.AUTOAUGMENT works on image datasets"):
+        load_config("", ["DATA.NAME=digits", "DATA.AUTOAUGMENT=True", "METHOD.NAME=ce"])
+    cfg = load_config(os.path.join(ROOT, "configs", "CIFAR-100", "autoaugment", "vgg13_vgg8.yaml"))
+    base = load_config(os.path.join(ROOT, "configs", "CIFAR-100", "luminet", "vgg13_vgg8.yaml"))
+    assert cfg.DATA.AUTOAUGMENT and not base.DATA.AUTOAUGMENT
+    cfg.DATA.AUTOAUGMENT, cfg.OUTPUT_DIR = False, base.OUTPUT_DIR
+    assert cfg == base  # the LumiNet recipe of the pair, AutoAugment on

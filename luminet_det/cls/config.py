@@ -9,7 +9,7 @@ from typing import Sequence
 from fvcore.common.config import CfgNode as CN  # yacs + _BASE_ inheritance
 
 from luminet_det.errors import ConfigError
-from luminet_det.losses import STATS_MODES, logit_loss_names
+from luminet_det.losses import HARD_LOSSES, STATS_MODES, logit_loss_names
 from luminet_det.precision import DTYPES
 
 __all__ = ["get_cfg", "load_config", "loss_kwargs", "METHODS", "LOSS_ARGS"]
@@ -73,13 +73,22 @@ def get_cfg() -> CN:
     c.DATA.INPUT_SIZE = 0
     # DataLoader worker processes.
     c.DATA.NUM_WORKERS = 2
+    # Training images also go through torchvision's AutoAugment (CIFAR-10 policy, Cubuk et
+    # al. 2019) after the crop and flip: the paper's Table 6. Image datasets only.
+    c.DATA.AUTOAUGMENT = False
 
     c.METHOD = CN()
     # "ce" (student alone), "kd", "dkd", "luminet", "logitstd" (Logit Standardization KD) or
     # "dist" (DIST).
     c.METHOD.NAME = "luminet"
-    # Weight of the cross-entropy with the labels.
+    # Weight of the cross-entropy with the labels (of HARD_LOSS, whichever it is).
     c.METHOD.CE_WEIGHT = 1.0
+    # The student's term with the labels: "ce" (cross-entropy), "focal" (focal loss for
+    # calibration, Mukhoti et al. 2020) or "dual_focal" (dual focal loss, Tao et al. 2023);
+    # the paper's Table 5 baselines replace the cross-entropy with one of the last two.
+    c.METHOD.HARD_LOSS = "ce"
+    # The focusing exponent gamma of "focal" / "dual_focal" (>= 0; 0 gives the cross-entropy).
+    c.METHOD.HARD_GAMMA = 3.0
     # Weight of the distillation term (LumiNet's official recipes use alpha**2: 33**2 on
     # CIFAR-100 res32x4->res8x4, 2**2 on ImageNet).
     c.METHOD.WEIGHT = 1.0
@@ -160,6 +169,17 @@ def load_config(path: str = "", overrides: Sequence[str] = ()) -> CN:
         )
     if cfg.METHOD.NAME not in METHODS:
         raise ConfigError(f"METHOD.NAME must be one of {list(METHODS)}, got {cfg.METHOD.NAME!r}.")
+    if cfg.DATA.AUTOAUGMENT and cfg.DATA.NAME in ("digits", "digits_hard"):
+        raise ConfigError(
+            f"DATA.AUTOAUGMENT works on image datasets (cifar100, imagenet, tiny_imagenet, "
+            f"folder), not on the built-in {cfg.DATA.NAME!r} set; set DATA.AUTOAUGMENT=False."
+        )
+    if cfg.METHOD.HARD_LOSS not in HARD_LOSSES:
+        raise ConfigError(
+            f"METHOD.HARD_LOSS must be one of {list(HARD_LOSSES)}, got {cfg.METHOD.HARD_LOSS!r}."
+        )
+    if cfg.METHOD.HARD_GAMMA < 0:
+        raise ConfigError(f"METHOD.HARD_GAMMA must be >= 0, got {cfg.METHOD.HARD_GAMMA}.")
     if cfg.METHOD.STATS not in STATS_MODES:
         raise ConfigError(
             f"METHOD.STATS must be one of {list(STATS_MODES)}, got {cfg.METHOD.STATS!r}."

@@ -171,7 +171,9 @@ def _checked_loader(path: str):
         ) from None
 
 
-def build_dataset(name: str, root: str, train: bool, size: int = 0) -> Dataset:
+def build_dataset(
+    name: str, root: str, train: bool, size: int = 0, autoaugment: bool = False
+) -> Dataset:
     """The train or validation split of ``name`` (one of :data:`DATASETS`) under ``root``.
 
     Layouts: CIFAR-100 as torchvision writes it (``root/cifar-100-python/``); ImageNet,
@@ -182,12 +184,22 @@ def build_dataset(name: str, root: str, train: bool, size: int = 0) -> Dataset:
     Args:
         size (int): input size in pixels; 0 = the dataset's standard size (32 for CIFAR-100,
             224 for ImageNet and ``folder``, 64 for Tiny-ImageNet, 16 for digits).
+        autoaugment (bool): training images only: torchvision's AutoAugment with its CIFAR-10
+            policy (Cubuk et al. 2019) after the crop and flip, before normalisation (the
+            paper's Table 6). Not for the built-in digits sets (16-px float tensors).
     """
     import torchvision.transforms as T
 
     if name not in DATASETS:
         raise ConfigError(f"Unknown dataset {name!r}; available: {list(DATASETS)}.")
     size = size or _DEFAULT_SIZE[name]
+    if autoaugment and name in ("digits", "digits_hard"):
+        raise ConfigError(
+            f"DATA.AUTOAUGMENT works on the image datasets (cifar100, imagenet, tiny_imagenet, "
+            f"folder), not on the built-in {name!r} set (16-px float tensors, no PIL images); "
+            "set DATA.AUTOAUGMENT=False."
+        )
+    strong = [T.AutoAugment(T.AutoAugmentPolicy.CIFAR10)] if autoaugment and train else []
     if name in ("digits", "digits_hard"):
         return DigitsClassification(train, size, hard=name == "digits_hard")
     if name == "cifar100":
@@ -198,6 +210,7 @@ def build_dataset(name: str, root: str, train: bool, size: int = 0) -> Dataset:
                 [
                     T.RandomCrop(32, padding=4),
                     T.RandomHorizontalFlip(),
+                    *strong,
                     *([T.Resize(size)] if size != 32 else []),
                     T.ToTensor(),
                     T.Normalize(_CIFAR_MEAN, _CIFAR_STD),
@@ -232,6 +245,7 @@ def build_dataset(name: str, root: str, train: bool, size: int = 0) -> Dataset:
                 [
                     T.RandomResizedCrop(size),
                     T.RandomHorizontalFlip(),
+                    *strong,
                     T.ToTensor(),
                     T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD),
                 ]

@@ -10,12 +10,11 @@ import time
 from typing import Dict, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from luminet_det.errors import TeacherTooWeakError, WeightsUnavailableError
-from luminet_det.losses import LogitLoss, build_logit_loss
+from luminet_det.losses import LogitLoss, build_logit_loss, hard_label_loss
 from luminet_det.metrics import classification_report
 from luminet_det.precision import autocast_for, check_dtype, teacher_precision
 from luminet_det.rng import preserved_rng
@@ -116,7 +115,9 @@ class Trainer:
         torch.manual_seed(cfg.SEED + self.rank)
         self.num_classes = classes = num_classes(cfg.DATA.NAME, cfg.DATA.ROOT)
         data = (cfg.DATA.NAME, cfg.DATA.ROOT)
-        self.train_set = build_dataset(*data, train=True, size=cfg.DATA.INPUT_SIZE)
+        self.train_set = build_dataset(
+            *data, train=True, size=cfg.DATA.INPUT_SIZE, autoaugment=cfg.DATA.AUTOAUGMENT
+        )
         self.val_set = build_dataset(*data, train=False, size=cfg.DATA.INPUT_SIZE)
         trusted = set(cfg.MODEL.TRUSTED_CHECKPOINTS)
         self.student = build_model(
@@ -283,7 +284,7 @@ class Trainer:
         with self.student_precision():
             logits, _ = self.model(x)
         logits = logits.float()
-        loss_ce = F.cross_entropy(logits, y) * m.CE_WEIGHT
+        loss_ce = hard_label_loss(m.HARD_LOSS, logits, y, m.HARD_GAMMA) * m.CE_WEIGHT
         loss_distill = torch.zeros((), device=self.device)
         if self.distill is not None:
             with teacher_precision(self.cfg.MODEL.TEACHER_DTYPE, self.device.type, _DTYPE_KEY):

@@ -10,9 +10,12 @@ Imports nothing else of the package and never imports detectron2.
   ``loss(student_logits, teacher_logits, targets)``, built by name with
   :func:`build_logit_loss`; the detector and the classifier build theirs only through it.
 * :mod:`.statistics` — where LumiNet's column statistics come from (batch / sync / global).
+* :mod:`.calibration` — calibration losses that can replace the student's cross-entropy with
+  the labels (:func:`softmax_focal_loss`, :func:`dual_focal_loss`).
 """
 
-from . import dense, functional, modules, statistics
+from . import calibration, dense, functional, modules, statistics
+from .calibration import *  # noqa: F401,F403
 from .dense import *  # noqa: F401,F403  (the names of dense.__all__)
 from .functional import *  # noqa: F401,F403  (the names of functional.__all__)
 from .modules import *  # noqa: F401,F403
@@ -20,6 +23,7 @@ from .statistics import STATS_MODES, RunningMoments, batch_moments, sync_moments
 
 __all__ = (
     functional.__all__
+    + calibration.__all__
     + dense.__all__
     + modules.__all__
     + [
