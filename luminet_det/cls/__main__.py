@@ -5,6 +5,9 @@ train: trains MODEL.STUDENT with METHOD.NAME (ce = alone, which is also how teac
        from OUTPUT_DIR/last.pth. Several processes: torchrun --nproc_per_node N -m
        luminet_det.cls train ...
 eval:  prints top-1, top-5, ECE, MCE and FPR95 of --checkpoint on DATA's validation split.
+probe: linear probing: --checkpoint, frozen, gives features of DATA (a downstream set, e.g.
+       DATA.NAME=tiny_imagenet DATA.INPUT_SIZE=32); a linear classifier (PROBE.*) is trained on
+       the training split's and scored on the validation split's; writes OUTPUT_DIR/probe.json.
 """
 
 import argparse
@@ -17,6 +20,7 @@ from luminet_det.runio import UnsafeCheckpointError
 
 from .config import load_config
 from .engine import Trainer, evaluate_checkpoint
+from .probe import probe_checkpoint
 
 
 def main(argv=None) -> int:
@@ -32,6 +36,11 @@ def main(argv=None) -> int:
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--arch", default=None, help="model name if the checkpoint does not say")
     ev.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides")
+    pr = sub.add_parser("probe", help="linear probing of a frozen checkpoint on DATA")
+    pr.add_argument("--config", default="", help="YAML config (DATA.*, PROBE.*, OUTPUT_DIR)")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--arch", default=None, help="model name if the checkpoint does not say")
+    pr.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S"
@@ -45,7 +54,10 @@ def main(argv=None) -> int:
             if not any(o.startswith("METHOD.NAME=") for o in overrides):
                 overrides.append("METHOD.NAME=ce")  # evaluation needs no teacher
             cfg = load_config(args.config, overrides)
-            result = evaluate_checkpoint(cfg, args.checkpoint, args.arch)
+            if args.command == "probe":
+                result = probe_checkpoint(cfg, args.checkpoint, args.arch)
+            else:
+                result = evaluate_checkpoint(cfg, args.checkpoint, args.arch)
     except (UserInputError, FileNotFoundError, UnsafeCheckpointError) as e:
         # problems with the user's files or settings: the message says what to fix
         print(f"error: {e}", file=sys.stderr)

@@ -129,6 +129,15 @@ def get_cfg() -> CN:
     # "float16" or "bfloat16".
     c.SOLVER.AMP.PRECISION = "float16"
 
+    c.PROBE = CN()
+    # Linear probing (`luminet-cls probe`): a linear classifier on the frozen network's
+    # features of DATA (the downstream set), trained with SGD (momentum 0.9, cosine LR) on
+    # features standardised per dimension; these are this module's defaults, not a paper's.
+    c.PROBE.EPOCHS = 30
+    c.PROBE.LR = 0.1
+    c.PROBE.BATCH_SIZE = 256
+    c.PROBE.WEIGHT_DECAY = 0.0
+
     # Where checkpoints (last.pth, best.pth) and metrics.json go.
     c.OUTPUT_DIR = "output/cls/run"
     c.SEED = 0
@@ -197,6 +206,13 @@ def load_config(path: str = "", overrides: Sequence[str] = ()) -> CN:
         raise ConfigError(
             f"SOLVER.AMP.PRECISION must be 'float16' or 'bfloat16', got "
             f"{cfg.SOLVER.AMP.PRECISION!r}."
+        )
+    p = cfg.PROBE
+    if p.EPOCHS < 1 or p.BATCH_SIZE < 1 or p.LR <= 0 or p.WEIGHT_DECAY < 0:
+        raise ConfigError(
+            f"PROBE needs EPOCHS >= 1, BATCH_SIZE >= 1, LR > 0 and WEIGHT_DECAY >= 0; got "
+            f"EPOCHS={p.EPOCHS}, BATCH_SIZE={p.BATCH_SIZE}, LR={p.LR}, "
+            f"WEIGHT_DECAY={p.WEIGHT_DECAY}."
         )
     if cfg.METHOD.TEMPERATURE <= 0:
         raise ConfigError(f"METHOD.TEMPERATURE must be > 0, got {cfg.METHOD.TEMPERATURE}.")
