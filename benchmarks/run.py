@@ -7,7 +7,8 @@ and the teacher's share; the peak memory that 3 steps add. Accuracy, through
 tools/train_net.py: the built-in detection set with paired seeds for the paper's Faster R-CNN
 pair (every method; `det`), Mask R-CNN (`mask`), a Cascade teacher for a Faster R-CNN student
 (`cascade`) and RetinaNet (`retinanet`); LumiNet's STATS modes in 2 processes; the built-in
-classification sets. Every method gets the same hyper-parameter budget: one trial, the
+classification sets; KD's and LumiNet's sensitivity to the batch size and the temperature
+(`sweeps`). Every method gets the same hyper-parameter budget: one trial, the
 shipped config, never tuned on the validation set.
 
 Results go to benchmarks/results/<name>.md and <name>.png. `--quick` runs everything at toy
@@ -36,11 +37,12 @@ from benchmarks import (  # noqa: E402
     report,
     stats_modes,
     step_cost,
+    sweeps,
 )
 from benchmarks.common import ROOT, log  # noqa: E402
 
 DETECTION = list(det_paired.GROUPS)  # det, mask, cascade, retinanet
-SECTIONS = ["losses", "steps", "memory", *DETECTION, "stats", "cls", "clshard"]
+SECTIONS = ["losses", "steps", "memory", *DETECTION, "stats", "cls", "clshard", "sweeps"]
 
 
 def main(argv=None):
@@ -114,6 +116,11 @@ def main(argv=None):
         sections.append(classification.run(args.seeds, args.quick, work))
     if "clshard" in run:
         sections.append(cls_paired.run(args.paired_seeds, args.quick, work))
+    if "sweeps" in run:
+        sweep = sweeps.run(args.seeds, args.quick, work)
+        sweep.figure = f"{name}-sweeps.png"
+        sweep.plot(os.path.join(args.results, sweep.figure))
+        sections.append(sweep)
     md = os.path.join(args.results, f"{name}.md")
     report.write_markdown(md, sections, time.time() - start)
     report.write_runs(os.path.join(args.results, f"{name}.runs.json"), sections)

@@ -57,7 +57,7 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     assert os.path.getsize(tmp_path / "q.png") > 1000
     assert "LumiNet minus each method, per seed (mask AP points)" in md
     runs = json.load(open(tmp_path / "q.runs.json"))["runs"]
-    cls = [r for r in runs if "group" not in r]
+    cls = [r for r in runs if "group" not in r and "sweep" not in r]
     assert {r["method"] for r in cls} == {
         "student alone",
         "KD",
@@ -86,6 +86,12 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         ("retinanet", "LumiNet, all anchors"),
     } | {("stats", f"LumiNet, STATS {m}") for m in ("batch", "sync", "global", "running")} | {
         ("lazy", m) for m in ("student alone", "KD", "LumiNet")
+    }
+    assert "Sensitivity to the batch size and the temperature" in md
+    assert os.path.getsize(tmp_path / "q-sweeps.png") > 1000
+    points = {(r["sweep"], r["method"], r["value"]) for r in runs if "sweep" in r}
+    assert points == {  # --quick: two batch sizes, one temperature
+        (s, m, v) for m in ("KD", "LumiNet") for s, v in [("batch", 32), ("batch", 64), ("tau", 4)]
     }
     for r in runs:
         if "group" in r:  # rerunnable from the repository, with its final box AP
