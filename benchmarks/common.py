@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import multiprocessing
 import os
@@ -358,7 +359,11 @@ def _train_net_main(
             if args.num_gpus == 1:
                 main(args)
             else:
-                _distributed_worker(rank, main, args.num_gpus, args.num_gpus, 0, url, (args,))
+                # a toy run takes seconds: a peer that died fails this one within minutes
+                # (not after the default half hour in a collective)
+                timeout = datetime.timedelta(minutes=5)
+                n = args.num_gpus
+                _distributed_worker(rank, main, n, n, 0, url, (args,), timeout=timeout)
         except BaseException:  # SystemExit of a refused config included
             return traceback.format_exc()
         finally:
