@@ -22,7 +22,8 @@ HARD_LOSSES = ("ce", "focal", "dual_focal")
 def _check_targets(logits: torch.Tensor, targets: torch.Tensor) -> None:
     _check_logits("logits", logits)
     if not isinstance(targets, torch.Tensor) or targets.dim() != 1:
-        raise ValueError(f"targets must be a rank-1 tensor of class indices (N,), got {targets!r}.")
+        what = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
+        raise ValueError(f"targets must be a rank-1 tensor of class indices (N,), got {what}.")
     if targets.shape[0] != logits.shape[0]:
         raise ValueError(
             f"targets has {targets.shape[0]} rows but logits has {logits.shape[0]} (shape "
