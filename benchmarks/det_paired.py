@@ -228,7 +228,22 @@ def run(
                     **row,
                 }
             )
+        if label == "student alone" and not quick:
+            _check_teacher_beats(group, t_metrics, metrics[label])
     return PairedDetection(group, metrics, t_metrics, runs)
+
+
+def _check_teacher_beats(group: Group, teacher: Dict[str, float], alone: List[Dict]) -> None:
+    """Stop before the distilled students if the group's teacher is not above the student
+    alone (mean box AP over the seeds run): distilling from it would measure nothing."""
+    mean = sum(r["bbox/AP"] for r in alone) / len(alone)
+    if not teacher["bbox/AP"] > mean:
+        raise RuntimeError(
+            f"The {group.key} group's teacher ({group.teacher}) has box AP "
+            f"{teacher['bbox/AP']:.1f}, not above the student alone's {mean:.1f}: distilling from "
+            "it measures nothing. Train a stronger teacher (more iterations, or a recipe that "
+            "converges on this set) into its OUTPUT_DIR, then rerun."
+        )
 
 
 def sections(keys: Sequence[str]) -> List[str]:

@@ -125,3 +125,12 @@ def test_paired_interval_by_hand():
     p = paired([1.0, 2.0, 3.0])
     assert p["mean"] == 2.0 and p["half"] == pytest.approx(4.303 / 3**0.5)
     assert paired([0.5])["half"] != paired([0.5])["half"]  # one seed: no interval (nan)
+
+
+def test_a_group_refuses_a_teacher_below_its_student_alone():
+    from benchmarks.det_paired import GROUPS, _check_teacher_beats
+
+    group = GROUPS["lazy"]
+    with pytest.raises(RuntimeError, match=r"box AP 7.3, not above the student alone's 9.2"):
+        _check_teacher_beats(group, {"bbox/AP": 7.26}, [{"bbox/AP": 9.0}, {"bbox/AP": 9.5}])
+    _check_teacher_beats(group, {"bbox/AP": 46.1}, [{"bbox/AP": 9.0}])  # passes
