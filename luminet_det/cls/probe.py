@@ -35,13 +35,19 @@ logger = logging.getLogger(__name__)
 
 @torch.no_grad()
 def extract_features(
-    model: nn.Module, loader: DataLoader, device: torch.device
+    model: nn.Module, loader: DataLoader, device: torch.device, desc: str = ""
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(features (N, D) float32 on the CPU, labels (N,)) of every image of ``loader`` through
-    ``model`` in eval mode (models of this module return ``(logits, features)``)."""
+    ``model`` in eval mode (models of this module return ``(logits, features)``); with
+    ``desc``, a progress bar with ETA under that name."""
     model.eval()
     feats, labels = [], []
-    for x, y in loader:
+    batches = loader
+    if desc:
+        from tqdm import tqdm
+
+        batches = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
+    for x, y in batches:
         feats.append(model(x.to(device))[1].float().cpu())
         labels.append(y)
     if not feats:
@@ -141,7 +147,7 @@ def probe_checkpoint(cfg, checkpoint: str, arch: Optional[str] = None) -> Dict[s
     splits = {}
     for split, dataset in (("train", _without_augmentation(cfg, val)), ("val", val)):
         loader = DataLoader(dataset, 256, num_workers=cfg.DATA.NUM_WORKERS)
-        splits[split] = extract_features(model, loader, device)
+        splits[split] = extract_features(model, loader, device, desc=f"{split} features")
         logger.info(
             f"probe: {split} features {tuple(splits[split][0].shape)} after "
             f"{time.time() - start:.0f} s"
