@@ -27,6 +27,9 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import luminet_det.cli  # noqa: E402,F401  isort: skip  (a command: hides known dependency noise)
 import torch  # noqa: E402
 
+from benchmarks.results_io import commit as results_commit  # noqa: E402
+from benchmarks.results_io import write_results  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "Digits-Detection", "luminet_retinanet_R50_R18.yaml")
 KD_CONFIG = os.path.join(ROOT, "configs", "Digits-Detection", "kd_retinanet_R50_R18.yaml")
@@ -91,11 +94,7 @@ def main(argv=None) -> int:
     for seed in range(args.seeds):
         rows.append(measure(seed))
         print(json.dumps(rows[-1]), flush=True)
-    import subprocess
-
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    commit = results_commit()
     command = f"python benchmarks/dense_rows.py --seeds {args.seeds} --name {args.name}"
     w = rows[0]["weights"]
     from luminet_det import load_config
@@ -147,14 +146,8 @@ def main(argv=None) -> int:
             for kind in ("relevant", "valid")
         ]
         lines.append(f"| {'KD' if name == 'kd' else 'LumiNet'} | {cells[0]} | {cells[1]} |")
-    os.makedirs(args.results, exist_ok=True)
-    md = os.path.join(args.results, f"{args.name}.md")
-    with open(md, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(args.results, f"{args.name}.runs.json"), "w") as f:
-        record = {"command": command, "commit": commit, "teacher_box_ap": teacher_ap}
-        json.dump({**record, "runs": rows}, f, indent=1)
-    print(open(md).read())
+    record = {"command": command, "commit": commit, "teacher_box_ap": teacher_ap}
+    write_results(args.results, args.name, lines, record, rows)
     return 0
 
 

@@ -18,10 +18,8 @@ where there is no CUDA device.
 
 import argparse
 import datetime
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +27,9 @@ import time
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import luminet_det.cli  # noqa: E402,F401  isort: skip  (a command: hides known dependency noise)
 import torch  # noqa: E402
+
+from benchmarks.results_io import commit as results_commit  # noqa: E402
+from benchmarks.results_io import write_results  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COCO = os.path.join(ROOT, "configs", "COCO-Detection")
@@ -215,9 +216,7 @@ def main(argv=None) -> int:
 
 
 def write(args, rows, seconds: float) -> None:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    commit = results_commit()
     command = f"python benchmarks/gpu.py --steps {args.steps} --name {args.name}"
     props = torch.cuda.get_device_properties(0)
     import detectron2
@@ -263,13 +262,8 @@ def write(args, rows, seconds: float) -> None:
         f"overhead is {bf16['step_ms'] - rows[0]['step_ms']:.1f} ms against "
         f"{lum['step_ms'] - rows[0]['step_ms']:.1f} ms (goal: a third lower).",
     ]
-    os.makedirs(args.results, exist_ok=True)
-    md = os.path.join(args.results, f"{args.name}.md")
-    with open(md, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(args.results, f"{args.name}.runs.json"), "w") as f:
-        json.dump({"command": command, "commit": commit, "runs": rows}, f, indent=1)
-    print(open(md).read())
+    record = {"command": command, "commit": commit}
+    write_results(args.results, args.name, lines, record, rows)
 
 
 if __name__ == "__main__":

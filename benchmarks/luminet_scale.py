@@ -15,14 +15,14 @@ Writes benchmarks/results/<name>.md and <name>.runs.json.
 
 import argparse
 import datetime
-import json
 import os
-import subprocess
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
+from benchmarks.results_io import commit as results_commit  # noqa: E402
+from benchmarks.results_io import write_results  # noqa: E402
 from luminet_det.losses import luminet_loss  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,9 +61,7 @@ def main(argv=None) -> int:
                 for rho in (0.0, 0.9):
                     rows.append(measure(c, t, n, rho))
     by = {(r["C"], r["T"], r["N"], r["rho"]): r for r in rows}
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    commit = results_commit()
     command = f"python benchmarks/luminet_scale.py --name {args.name}"
     lines = [
         f"# Benchmark: {args.name}",
@@ -97,13 +95,8 @@ def main(argv=None) -> int:
         + ", ".join(f"N {n}: {by[(100, 4.0, n, 0.0)]['grad_rms']:.2e}" for n in (8, 64, 256))
         + ".",
     ]
-    os.makedirs(args.results, exist_ok=True)
-    md = os.path.join(args.results, f"{args.name}.md")
-    with open(md, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(args.results, f"{args.name}.runs.json"), "w") as f:
-        json.dump({"command": command, "commit": commit, "runs": rows}, f, indent=1)
-    print(open(md).read())
+    record = {"command": command, "commit": commit}
+    write_results(args.results, args.name, lines, record, rows)
     return 0
 
 

@@ -16,10 +16,8 @@ Writes benchmarks/results/<name>.md and <name>.runs.json.
 
 import argparse
 import datetime
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,9 @@ import time
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import luminet_det.cli  # noqa: E402,F401  isort: skip  (a command: hides known dependency noise)
 import torch  # noqa: E402
+
+from benchmarks.results_io import commit as results_commit  # noqa: E402
+from benchmarks.results_io import write_results  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "Digits-Detection", "luminet_R50_R18.yaml")
@@ -133,9 +134,7 @@ def main(argv=None) -> int:
                 "step_s": step[d],
             }
         )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    commit = results_commit()
     command = f"python benchmarks/precision_cpu.py --rounds {args.rounds} --name {args.name}"
     fmt = "{:.2f} [{:.2f}, {:.2f}]".format
     lines = [
@@ -164,13 +163,8 @@ def main(argv=None) -> int:
             f"| {r['dtype']} | {r['teacher_ms']:.0f} | {fmt(*r['teacher_ratio'])} | "
             f"{r['step_ms']:.0f} | {fmt(*r['step_ratio'])} | {r['syncs_added']} |"
         )
-    os.makedirs(args.results, exist_ok=True)
-    md = os.path.join(args.results, f"{args.name}.md")
-    with open(md, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(args.results, f"{args.name}.runs.json"), "w") as f:
-        json.dump({"command": command, "commit": commit, "runs": rows}, f, indent=1)
-    print(open(md).read())
+    record = {"command": command, "commit": commit}
+    write_results(args.results, args.name, lines, record, rows)
     return 0
 
 

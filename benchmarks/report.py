@@ -7,24 +7,13 @@ import datetime
 import os
 import platform
 import statistics
-import subprocess
 import sys
 from typing import List, Sequence
 
 import torch
 
-from .common import ROOT
+from .results_io import commit
 from .stats_modes import COLORS as STATS_COLORS
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def header(title: str, elapsed: float) -> List[str]:
@@ -35,7 +24,7 @@ def header(title: str, elapsed: float) -> List[str]:
         f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
         f"- machine: {platform.node()}, {os.cpu_count()} cores, {cpu}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
-        f"- commit: {_commit()}",
+        f"- commit: {commit()}",
         f"- command: `{' '.join(['python'] + sys.argv)}`",
         f"- wall time: {elapsed / 60:.1f} min",
         "",
