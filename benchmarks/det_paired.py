@@ -118,6 +118,8 @@ GROUPS: Dict[str, Group] = {
                 ("KD", "kd_lazyteacher_R50_R18.yaml"),
                 ("LumiNet", "luminet_lazyteacher_R50_R18.yaml"),
             ),
+            # the LazyConfig teacher starts from the YAML teacher's weights (its config)
+            requires=("teacher_R_50_FPN.yaml",),
         ),
     )
 }
