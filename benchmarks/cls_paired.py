@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 from .common import ROOT, cls_teacher, log, mean_std, paired_lines, quick_cls, rel, train_cls
 
@@ -64,12 +64,18 @@ class PairedClassification:
         }
 
 
-def run(seeds: int, quick: bool, work: str) -> PairedClassification:
+def run(
+    seeds: int, quick: bool, work: str, methods: Optional[Sequence[str]] = None
+) -> PairedClassification:
+    """Every method of FILES (or those of ``methods``, by label; LumiNet, the reference, always
+    runs) for ``seeds`` paired seeds."""
     teacher, t_metrics = cls_teacher(
         os.path.join(CONFIGS, TEACHER), os.path.join(work, "cls_hard", "teacher"), quick, "hard"
     )
     metrics, runs = {}, []
     for name, file in FILES.items():
+        if methods is not None and name not in methods and name != "LumiNet":
+            continue
         metrics[name] = []
         for seed in range(seeds):
             out = os.path.join(work, "cls_hard", name.replace(" ", "_"), f"seed{seed}")

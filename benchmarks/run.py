@@ -60,8 +60,8 @@ def main(argv=None):
         nargs="+",
         default=None,
         metavar="LABEL",
-        help="detection groups: run only these methods (labels as in the report, e.g. "
-        "'student alone' KD DIST CrossKD); the group's reference (LumiNet) always runs",
+        help="detection groups and clshard: run only these methods (labels as in the report, "
+        "e.g. 'student alone' KD DIST CrossKD); the reference (LumiNet) always runs",
     )
     parser.add_argument(
         "--stats-images",
@@ -74,6 +74,15 @@ def main(argv=None):
     if args.quick:
         args.seeds, args.repeats, args.paired_seeds = 1, 3, 2
     run = set(SECTIONS if args.only is None else args.only) - set(args.skip)
+    if args.methods is not None:
+        known = {m[0] for k in det_paired.sections(run) for m in det_paired.GROUPS[k].methods}
+        known |= set(cls_paired.FILES) if "clshard" in run else set()
+        unknown = sorted(set(args.methods) - known)
+        if unknown:
+            parser.error(
+                f"--methods {unknown}: no section chosen has such a method; the chosen "
+                f"sections' methods are {sorted(known)}"
+            )
     start = time.time()
     os.makedirs(args.results, exist_ok=True)
     name = args.name or ("quick" if args.quick else datetime.date.today().isoformat())
@@ -115,7 +124,7 @@ def main(argv=None):
     if "cls" in run:
         sections.append(classification.run(args.seeds, args.quick, work))
     if "clshard" in run:
-        sections.append(cls_paired.run(args.paired_seeds, args.quick, work))
+        sections.append(cls_paired.run(args.paired_seeds, args.quick, work, args.methods))
     if "sweeps" in run:
         sweep = sweeps.run(args.seeds, args.quick, work)
         sweep.figure = f"{name}-sweeps.png"
