@@ -60,6 +60,15 @@ def get_cfg() -> CN:
     # (tensors and plain containers): a checkpoint from the internet cannot run code while it
     # is read. List a file here only if you trust its source.
     c.MODEL.TRUSTED_CHECKPOINTS = []
+    # Stochastic depth (drop path) of the vision-transformer students (deit_ti, pit_ti, pvt_ti,
+    # pvtv2_b0): the last block's rate, linear in depth; 0.1 in the paper's Table 7 recipe.
+    # Other students have none (a value > 0 is refused for them).
+    c.MODEL.DROP_PATH = 0.0
+    # The teacher's input size in pixels: 0 = the images as loaded; N = the batch is resized
+    # (bilinear) to N x N for the teacher only. Table 7 (Li et al. 2022b's recipe): a ViT
+    # student sees CIFAR-100 upscaled to 224 px (DATA.INPUT_SIZE 224), its CIFAR CNN teacher the
+    # batch resized back to 32.
+    c.MODEL.TEACHER_INPUT_SIZE = 0
 
     c.DATA = CN()
     # One of "cifar100", "imagenet", "tiny_imagenet", "digits" (built-in, no download) or
@@ -76,6 +85,14 @@ def get_cfg() -> CN:
     # Training images also go through torchvision's AutoAugment (CIFAR-10 policy, Cubuk et
     # al. 2019) after the crop and flip: the paper's Table 6. Image datasets only.
     c.DATA.AUTOAUGMENT = False
+    # Training images through timm's DeiT-style pipeline instead of the crop and flip: a
+    # random-resized crop (bicubic) and flip, RandAugment with this timm policy string (e.g.
+    # "rand-m9-mstd0.5-inc1", Li et al. 2022b's, the paper's Table 7), then random erasing
+    # (RANDOM_ERASING). "" = off. Image datasets only.
+    c.DATA.RANDAUGMENT = ""
+    # Probability of timm's random erasing (per-pixel noise) after RANDAUGMENT (0.25 in
+    # Table 7's recipe); used only with RANDAUGMENT.
+    c.DATA.RANDOM_ERASING = 0.0
 
     c.METHOD = CN()
     # "ce" (student alone), "kd", "dkd", "luminet", "logitstd" (Logit Standardization KD) or
@@ -122,6 +139,22 @@ def get_cfg() -> CN:
     c.SOLVER.GAMMA = 0.1
     c.SOLVER.WEIGHT_DECAY = 5e-4
     c.SOLVER.MOMENTUM = 0.9
+    # "sgd" (with MOMENTUM; the CNN tables) or "adamw" (betas 0.9, 0.999; Table 7's ViTs).
+    c.SOLVER.OPTIMIZER = "sgd"
+    # "multistep" (x GAMMA at LR_STEPS) or "cosine" (from LR to MIN_LR over EPOCHS, after a
+    # linear warm-up of LR_WARMUP_EPOCHS from LR_WARMUP_FACTOR * LR; set per epoch as timm's
+    # CosineLRScheduler does, luminet_det/cls/solver.py).
+    c.SOLVER.LR_SCHEDULE = "multistep"
+    # The cosine schedule's final LR.
+    c.SOLVER.MIN_LR = 0.0
+    # Epochs of the cosine schedule's linear LR warm-up (0 = none); not METHOD.WARMUP_EPOCHS,
+    # which ramps the distillation weight.
+    c.SOLVER.LR_WARMUP_EPOCHS = 0
+    # The warm-up's first LR as a fraction of LR.
+    c.SOLVER.LR_WARMUP_FACTOR = 0.001
+    # No weight decay on biases, norms (1-D parameters) and the ViTs' class tokens and position
+    # embeddings (Li et al. 2022b's optimizer); False = decay on every parameter (mdistiller's).
+    c.SOLVER.NO_DECAY_NORM_BIAS = False
     c.SOLVER.AMP = CN()
     # Mixed precision for the student: its forward under torch.autocast in PRECISION; the
     # losses are computed in float32, and float16 on CUDA scales the gradients (GradScaler).
@@ -183,6 +216,7 @@ def load_config(path: str = "", overrides: Sequence[str] = ()) -> CN:
             f"DATA.AUTOAUGMENT works on image datasets (cifar100, imagenet, tiny_imagenet, "
             f"folder), not on the built-in {cfg.DATA.NAME!r} set; set DATA.AUTOAUGMENT=False."
         )
+    _check_vit_keys(cfg)
     if cfg.METHOD.HARD_LOSS not in HARD_LOSSES:
         raise ConfigError(
             f"METHOD.HARD_LOSS must be one of {list(HARD_LOSSES)}, got {cfg.METHOD.HARD_LOSS!r}."
@@ -222,3 +256,63 @@ def load_config(path: str = "", overrides: Sequence[str] = ()) -> CN:
             "train one with METHOD.NAME=ce first."
         )
     return cfg
+
+
+def _check_vit_keys(cfg: CN) -> None:
+    """The keys of the Table 7 recipe (solver, augmentation, ViT students)."""
+    from .models import VIT_MODELS
+    from .solver import OPTIMIZERS, SCHEDULES
+
+    s = cfg.SOLVER
+    if s.OPTIMIZER not in OPTIMIZERS:
+        raise ConfigError(
+            f"SOLVER.OPTIMIZER must be one of {list(OPTIMIZERS)}, got {s.OPTIMIZER!r}."
+        )
+    if s.LR_SCHEDULE not in SCHEDULES:
+        raise ConfigError(
+            f"SOLVER.LR_SCHEDULE must be one of {list(SCHEDULES)}, got {s.LR_SCHEDULE!r}."
+        )
+    if s.LR <= 0 or s.MIN_LR < 0 or s.MIN_LR > s.LR:
+        raise ConfigError(
+            f"Need SOLVER.LR > 0 and 0 <= SOLVER.MIN_LR <= SOLVER.LR, got LR {s.LR}, MIN_LR "
+            f"{s.MIN_LR}."
+        )
+    if s.LR_WARMUP_EPOCHS < 0 or not 0 < s.LR_WARMUP_FACTOR <= 1:
+        raise ConfigError(
+            f"Need SOLVER.LR_WARMUP_EPOCHS >= 0 and 0 < SOLVER.LR_WARMUP_FACTOR <= 1, got "
+            f"{s.LR_WARMUP_EPOCHS} and {s.LR_WARMUP_FACTOR}."
+        )
+    if s.LR_WARMUP_EPOCHS and s.LR_SCHEDULE != "cosine":
+        raise ConfigError(
+            f"SOLVER.LR_WARMUP_EPOCHS ({s.LR_WARMUP_EPOCHS}) belongs to the cosine schedule; set "
+            "SOLVER.LR_SCHEDULE=cosine or SOLVER.LR_WARMUP_EPOCHS=0."
+        )
+    if not 0 <= cfg.MODEL.DROP_PATH < 1:
+        raise ConfigError(f"MODEL.DROP_PATH must be in [0, 1), got {cfg.MODEL.DROP_PATH}.")
+    if cfg.MODEL.DROP_PATH > 0 and cfg.MODEL.STUDENT not in VIT_MODELS:
+        raise ConfigError(
+            f"MODEL.DROP_PATH={cfg.MODEL.DROP_PATH} applies to the vision-transformer students "
+            f"{sorted(VIT_MODELS)}, not to {cfg.MODEL.STUDENT!r}; set MODEL.DROP_PATH=0."
+        )
+    if cfg.MODEL.TEACHER_INPUT_SIZE < 0:
+        raise ConfigError(
+            f"MODEL.TEACHER_INPUT_SIZE must be >= 0 (0 = as loaded), got "
+            f"{cfg.MODEL.TEACHER_INPUT_SIZE}."
+        )
+    if cfg.DATA.RANDAUGMENT and cfg.DATA.NAME in ("digits", "digits_hard"):
+        raise ConfigError(
+            f"DATA.RANDAUGMENT works on image datasets (cifar100, imagenet, tiny_imagenet, "
+            f"folder), not on the built-in {cfg.DATA.NAME!r} set; set DATA.RANDAUGMENT=''."
+        )
+    if cfg.DATA.RANDAUGMENT:  # a policy timm does not know fails here, not after set-up
+        from .data import _timm_train
+
+        _timm_train(32, cfg.DATA.RANDAUGMENT, 0.0, (0.0,) * 3, (1.0,) * 3)
+    if not 0 <= cfg.DATA.RANDOM_ERASING <= 1 or (
+        cfg.DATA.RANDOM_ERASING and not cfg.DATA.RANDAUGMENT
+    ):
+        raise ConfigError(
+            f"DATA.RANDOM_ERASING ({cfg.DATA.RANDOM_ERASING}) is a probability used with "
+            "DATA.RANDAUGMENT; set DATA.RANDAUGMENT (e.g. rand-m9-mstd0.5-inc1) or "
+            "DATA.RANDOM_ERASING=0."
+        )

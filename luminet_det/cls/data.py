@@ -171,8 +171,20 @@ def _checked_loader(path: str):
         ) from None
 
 
+def input_size(name: str, size: int = 0) -> int:
+    """The input size in pixels of dataset ``name`` at ``DATA.INPUT_SIZE`` ``size`` (0 = the
+    dataset's standard size)."""
+    return size or _DEFAULT_SIZE[name]
+
+
 def build_dataset(
-    name: str, root: str, train: bool, size: int = 0, autoaugment: bool = False
+    name: str,
+    root: str,
+    train: bool,
+    size: int = 0,
+    autoaugment: bool = False,
+    randaugment: str = "",
+    random_erasing: float = 0.0,
 ) -> Dataset:
     """The train or validation split of ``name`` (one of :data:`DATASETS`) under ``root``.
 
@@ -187,17 +199,23 @@ def build_dataset(
         autoaugment (bool): training images only: torchvision's AutoAugment with its CIFAR-10
             policy (Cubuk et al. 2019) after the crop and flip, before normalisation (the
             paper's Table 6). Not for the built-in digits sets (16-px float tensors).
+        randaugment (str): training images only: timm's DeiT-style pipeline replaces the crop
+            and flip (random-resized crop to ``size``, bicubic; flip; RandAugment with this
+            timm policy, e.g. ``rand-m9-mstd0.5-inc1``; normalisation; random erasing with
+            probability ``random_erasing``, per-pixel noise), as Li et al. 2022b train the
+            paper's Table 7 ViT students. "" = off.
+        random_erasing (float): see ``randaugment``.
     """
     import torchvision.transforms as T
 
     if name not in DATASETS:
         raise ConfigError(f"Unknown dataset {name!r}; available: {list(DATASETS)}.")
-    size = size or _DEFAULT_SIZE[name]
-    if autoaugment and name in ("digits", "digits_hard"):
+    size = input_size(name, size)
+    if (autoaugment or randaugment) and name in ("digits", "digits_hard"):
         raise ConfigError(
-            f"DATA.AUTOAUGMENT works on the image datasets (cifar100, imagenet, tiny_imagenet, "
-            f"folder), not on the built-in {name!r} set (16-px float tensors, no PIL images); "
-            "set DATA.AUTOAUGMENT=False."
+            f"DATA.AUTOAUGMENT and DATA.RANDAUGMENT work on the image datasets (cifar100, "
+            f"imagenet, tiny_imagenet, folder), not on the built-in {name!r} set (16-px float "
+            "tensors, no PIL images); set DATA.AUTOAUGMENT=False and DATA.RANDAUGMENT=''."
         )
     strong = [T.AutoAugment(T.AutoAugmentPolicy.CIFAR10)] if autoaugment and train else []
     if name in ("digits", "digits_hard"):
@@ -206,23 +224,27 @@ def build_dataset(
         from torchvision.datasets import CIFAR100
 
         tf = (
-            T.Compose(
-                [
-                    T.RandomCrop(32, padding=4),
-                    T.RandomHorizontalFlip(),
-                    *strong,
-                    *([T.Resize(size)] if size != 32 else []),
-                    T.ToTensor(),
-                    T.Normalize(_CIFAR_MEAN, _CIFAR_STD),
-                ]
-            )
-            if train
-            else T.Compose(
-                [
-                    *([T.Resize(size)] if size != 32 else []),
-                    T.ToTensor(),
-                    T.Normalize(_CIFAR_MEAN, _CIFAR_STD),
-                ]
+            _timm_train(size, randaugment, random_erasing, _CIFAR_MEAN, _CIFAR_STD)
+            if train and randaugment
+            else (
+                T.Compose(
+                    [
+                        T.RandomCrop(32, padding=4),
+                        T.RandomHorizontalFlip(),
+                        *strong,
+                        *([T.Resize(size)] if size != 32 else []),
+                        T.ToTensor(),
+                        T.Normalize(_CIFAR_MEAN, _CIFAR_STD),
+                    ]
+                )
+                if train
+                else T.Compose(
+                    [
+                        *([T.Resize(size)] if size != 32 else []),
+                        T.ToTensor(),
+                        T.Normalize(_CIFAR_MEAN, _CIFAR_STD),
+                    ]
+                )
             )
         )
         try:
@@ -241,23 +263,27 @@ def build_dataset(
         if name == "folder":
             folder_classes(root)  # checks the folders, with messages that say what to fix
         tf = (
-            T.Compose(
-                [
-                    T.RandomResizedCrop(size),
-                    T.RandomHorizontalFlip(),
-                    *strong,
-                    T.ToTensor(),
-                    T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD),
-                ]
-            )
-            if train
-            else T.Compose(
-                [
-                    T.Resize(int(size * 256 / 224)),
-                    T.CenterCrop(size),
-                    T.ToTensor(),
-                    T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD),
-                ]
+            _timm_train(size, randaugment, random_erasing, _IMAGENET_MEAN, _IMAGENET_STD)
+            if train and randaugment
+            else (
+                T.Compose(
+                    [
+                        T.RandomResizedCrop(size),
+                        T.RandomHorizontalFlip(),
+                        *strong,
+                        T.ToTensor(),
+                        T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD),
+                    ]
+                )
+                if train
+                else T.Compose(
+                    [
+                        T.Resize(int(size * 256 / 224)),
+                        T.CenterCrop(size),
+                        T.ToTensor(),
+                        T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD),
+                    ]
+                )
             )
         )
         split = os.path.join(root, "train" if train else "val")
@@ -269,3 +295,29 @@ def build_dataset(
                 "val set, sort the images into class folders with the devkit labels).",
             )
         return ImageFolder(split, transform=tf, loader=_checked_loader)
+
+
+def _timm_train(size: int, policy: str, erasing: float, mean, std):
+    """timm's training transform as Li et al. 2022b call it (lkhl/tiny-transformers
+    ``pycls/datasets/transforms.py``): ``create_transform(is_training=True, auto_augment=policy,
+    re_prob=erasing, re_mode="pixel", re_count=1, interpolation="bicubic")`` with our mean and
+    std (the source's colour jitter 0.4 is off under RandAugment in timm)."""
+    from timm.data import create_transform
+
+    try:
+        return create_transform(
+            input_size=size,
+            is_training=True,
+            auto_augment=policy,
+            re_prob=erasing,
+            re_mode="pixel",
+            re_count=1,
+            interpolation="bicubic",
+            mean=mean,
+            std=std,
+        )
+    except (AssertionError, ValueError, KeyError) as e:
+        raise ConfigError(
+            f"DATA.RANDAUGMENT {policy!r} is not a timm RandAugment policy ({e}); e.g. "
+            "rand-m9-mstd0.5-inc1."
+        ) from None

@@ -21,8 +21,9 @@ from luminet_det.rng import preserved_rng
 from luminet_det.runio import atomic_save, load_checkpoint
 
 from .config import loss_kwargs
-from .data import build_dataset, num_classes
+from .data import build_dataset, input_size, num_classes
 from .models import build_model
+from .solver import build_optimizer, build_scheduler
 
 __all__ = [
     "Trainer",
@@ -116,7 +117,12 @@ class Trainer:
         self.num_classes = classes = num_classes(cfg.DATA.NAME, cfg.DATA.ROOT)
         data = (cfg.DATA.NAME, cfg.DATA.ROOT)
         self.train_set = build_dataset(
-            *data, train=True, size=cfg.DATA.INPUT_SIZE, autoaugment=cfg.DATA.AUTOAUGMENT
+            *data,
+            train=True,
+            size=cfg.DATA.INPUT_SIZE,
+            autoaugment=cfg.DATA.AUTOAUGMENT,
+            randaugment=cfg.DATA.RANDAUGMENT,
+            random_erasing=cfg.DATA.RANDOM_ERASING,
         )
         self.val_set = build_dataset(*data, train=False, size=cfg.DATA.INPUT_SIZE)
         trusted = set(cfg.MODEL.TRUSTED_CHECKPOINTS)
@@ -125,6 +131,8 @@ class Trainer:
             classes,
             cfg.MODEL.STUDENT_WEIGHTS or None,
             trusted=cfg.MODEL.STUDENT_WEIGHTS in trusted,
+            img_size=input_size(cfg.DATA.NAME, cfg.DATA.INPUT_SIZE),
+            drop_path=cfg.MODEL.DROP_PATH,
         )
         self.student.to(self.device)
         self.distill = distillation_loss(cfg, classes)
@@ -177,15 +185,8 @@ class Trainer:
         self.val_loader = DataLoader(
             shard(self.val_set, self.world, self.rank), 256, num_workers=cfg.DATA.NUM_WORKERS
         )
-        self.optimizer = torch.optim.SGD(
-            self.student.parameters(),
-            lr=cfg.SOLVER.LR,
-            momentum=cfg.SOLVER.MOMENTUM,
-            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-        )
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, list(cfg.SOLVER.LR_STEPS), cfg.SOLVER.GAMMA
-        )
+        self.optimizer = build_optimizer(cfg.SOLVER, self.student)
+        self.scheduler = build_scheduler(cfg.SOLVER, self.optimizer)
         self.start_epoch, self.best_top1 = 1, -1.0
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         self.last_path = os.path.join(cfg.OUTPUT_DIR, "last.pth")
@@ -287,6 +288,11 @@ class Trainer:
         loss_ce = hard_label_loss(m.HARD_LOSS, logits, y, m.HARD_GAMMA) * m.CE_WEIGHT
         loss_distill = torch.zeros((), device=self.device)
         if self.distill is not None:
+            size = self.cfg.MODEL.TEACHER_INPUT_SIZE
+            if size and tuple(x.shape[-2:]) != (size, size):  # e.g. a 224-px ViT's batch
+                x = nn.functional.interpolate(
+                    x, size=(size, size), mode="bilinear", align_corners=False
+                )
             with teacher_precision(self.cfg.MODEL.TEACHER_DTYPE, self.device.type, _DTYPE_KEY):
                 t_logits, _ = self.teacher(x)
             loss_distill = self.distill(logits, t_logits.float(), y) * (m.WEIGHT * factor)
@@ -474,7 +480,9 @@ def evaluate_checkpoint(cfg, checkpoint: str, arch: Optional[str] = None) -> Dic
     arch = arch or (state.get("arch") if isinstance(state, dict) else None) or cfg.MODEL.STUDENT
     device = _device(cfg)
     classes = num_classes(cfg.DATA.NAME, cfg.DATA.ROOT)
-    model = build_model(arch, classes, checkpoint, trusted=trusted, loaded=state).to(device)
+    size = input_size(cfg.DATA.NAME, cfg.DATA.INPUT_SIZE)
+    model = build_model(arch, classes, checkpoint, trusted=trusted, loaded=state, img_size=size)
+    model.to(device)
     loader = DataLoader(
         build_dataset(cfg.DATA.NAME, cfg.DATA.ROOT, train=False, size=cfg.DATA.INPUT_SIZE),
         256,

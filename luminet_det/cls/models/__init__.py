@@ -1,5 +1,6 @@
-"""Model zoo of luminet_det.cls: CIFAR architectures (written here) and torchvision's
-ImageNet models. Every model returns ``(logits, penultimate features)``."""
+"""Model zoo of luminet_det.cls: CIFAR architectures (written here), torchvision's ImageNet
+models and the Table 7 vision-transformer students (timm, and PVT v1 written here). Every model
+returns ``(logits, penultimate features)``."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from luminet_det.runio import load_checkpoint
 
 from .cifar import VGG, CifarResNet, MobileNetV2Cifar, ShuffleNetV1, ShuffleNetV2, WideResNet
 from .mobilenetv1 import MobileNetV1
+from .vit import VIT_MODELS
 
-__all__ = ["build_model", "MODELS", "TorchvisionClassifier"]
+__all__ = ["build_model", "MODELS", "TorchvisionClassifier", "VIT_MODELS"]
 
 logger = logging.getLogger("luminet_det.cls")
 
@@ -77,6 +79,8 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v2": _tv("mobilenet_v2"),
     # ImageNet, the official LumiNet / mdistiller MobileNetV1 (paper Table 2, R-50 -> MobileNet)
     "mobilenet_v1": MobileNetV1,
+    # the paper's Table 7 vision-transformer students (224 px; models/vit.py)
+    **VIT_MODELS,
 }
 
 
@@ -87,15 +91,24 @@ def build_model(
     *,
     trusted: bool = False,
     loaded: Optional[Dict] = None,
+    img_size: int = 0,
+    drop_path: float = 0.0,
 ) -> nn.Module:
     """Build ``name`` from :data:`MODELS` with ``num_classes`` outputs; load ``weights`` (a
     checkpoint of this module, or a torchvision state dict for the ImageNet models) as data
     (:func:`luminet_det.runio.load_checkpoint`); ``trusted`` lets a file that needs full
     unpickling load (``MODEL.TRUSTED_CHECKPOINTS``); ``loaded``: the contents of ``weights``
-    when the caller has read the file already (it is then not read again)."""
+    when the caller has read the file already (it is then not read again); ``img_size`` (the
+    input size, > 0) and ``drop_path`` (stochastic depth): the vision transformers'
+    (:data:`VIT_MODELS`) options, ignored by convolutional networks (which take any size)."""
     if name not in MODELS:
         raise ConfigError(f"Unknown model {name!r}; available: {sorted(MODELS)}.")
-    model = MODELS[name](num_classes=num_classes)
+    if name in VIT_MODELS:
+        options = {"drop_path_rate": drop_path, **({"img_size": img_size} if img_size else {})}
+        model = MODELS[name](num_classes=num_classes, **options)
+    else:
+        assert drop_path == 0, f"drop path {drop_path} given to {name}, which has none"
+        model = MODELS[name](num_classes=num_classes)
     if weights:
         state = loaded
         if state is None:
