@@ -155,6 +155,8 @@ def test_vit_student_learns_from_a_cnn_teacher_at_its_own_input_size(tmp_path):
 
 
 def test_vit_options_are_checked():
+    with pytest.raises(ConfigError, match="pvtv2_b0 needs inputs of at least 32 px, got 16"):
+        build_model("pvtv2_b0", 10, img_size=16)
     with pytest.raises(ConfigError, match="MODEL.DROP_PATH=0.1 applies to the vision-transformer"):
         load_config("", ["METHOD.NAME=ce", "MODEL.STUDENT=resnet8", "MODEL.DROP_PATH=0.1"])
     with pytest.raises(ConfigError, match="SOLVER.OPTIMIZER must be one of"):

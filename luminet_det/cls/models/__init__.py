@@ -16,7 +16,7 @@ from luminet_det.runio import load_checkpoint
 
 from .cifar import VGG, CifarResNet, MobileNetV2Cifar, ShuffleNetV1, ShuffleNetV2, WideResNet
 from .mobilenetv1 import MobileNetV1
-from .vit import VIT_MODELS
+from .vit import VIT_MIN_SIZE, VIT_MODELS
 
 __all__ = ["build_model", "MODELS", "TorchvisionClassifier", "VIT_MODELS"]
 
@@ -104,6 +104,11 @@ def build_model(
     if name not in MODELS:
         raise ConfigError(f"Unknown model {name!r}; available: {sorted(MODELS)}.")
     if name in VIT_MODELS:
+        if img_size and img_size < VIT_MIN_SIZE[name]:
+            raise ConfigError(
+                f"{name} needs inputs of at least {VIT_MIN_SIZE[name]} px, got {img_size}; set "
+                f"DATA.INPUT_SIZE={VIT_MIN_SIZE[name]} or more (images are resized to it)."
+            )
         options = {"drop_path_rate": drop_path, **({"img_size": img_size} if img_size else {})}
         model = MODELS[name](num_classes=num_classes, **options)
     else:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TimmClassifier", "PVT", "VIT_MODELS"]
+__all__ = ["TimmClassifier", "PVT", "VIT_MODELS", "VIT_MIN_SIZE"]
 
 
 class TimmClassifier(nn.Module):
@@ -239,3 +239,7 @@ VIT_MODELS = {
     "pvt_ti": PVT,
     "pvtv2_b0": _timm("pvt_v2_b0"),
 }
+
+#: The smallest input (pixels) each student runs on: one 16-px patch for DeiT-Ti and PiT-Ti; for
+#: the PVTs, the first stage's spatial-reduction attention pools 8 x 8 tokens of 4 x 4 pixels.
+VIT_MIN_SIZE = {"deit_ti": 16, "pit_ti": 16, "pvt_ti": 32, "pvtv2_b0": 32}
