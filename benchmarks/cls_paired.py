@@ -1,5 +1,7 @@
 """Paired seeds on the hard built-in classification task (``configs/Digits-Classification-Hard``):
-the student alone, KD, DKD, logitstd and LumiNet, N seeds each. Seed k gives every method the
+the student alone, KD, DKD, logitstd, DIST and LumiNet with the resnet8 student (``clshard``), and
+the student alone, KD and LumiNet with a PVTv2-B0 vision-transformer student (``clsvit``, the
+built-in twin of the paper's Table 7), N seeds each. Seed k gives every method the
 same student initialisation, data order and augmentations, so differences can be taken per
 seed: for each method vs LumiNet, the mean paired difference with a 95 % t-interval and the
 number of seeds LumiNet wins. Every run's config, command and final metrics are kept
@@ -23,6 +25,23 @@ FILES = {
     "DIST": "dist_wrn40_2_resnet8.yaml",
     "LumiNet": "luminet_wrn40_2_resnet8.yaml",
 }
+#: the ViT student's methods (configs/Digits-Classification-Hard/vit/)
+VIT_FILES = {
+    "student alone": "vit/ce_pvtv2_b0.yaml",
+    "KD": "vit/kd_wrn40_2_pvtv2_b0.yaml",
+    "LumiNet": "vit/luminet_wrn40_2_pvtv2_b0.yaml",
+}
+#: (files, student, what each set's table says about the recipes, run folder) per section
+SETS = {
+    "clshard": (FILES, "resnet8", "each method's CIFAR-100 recipe", "cls_hard"),
+    "clsvit": (
+        VIT_FILES,
+        "PVTv2-B0 (32 px; the teacher sees 16 px)",
+        "Table 7's AdamW / cosine recipe over 20 epochs, the resnet8 student's KD and LumiNet "
+        "values",
+        "cls_vit",
+    ),
+}
 
 
 @dataclass
@@ -33,15 +52,17 @@ class PairedClassification:
     metrics: Dict[str, List[Dict[str, float]]]
     teacher: Dict[str, float]
     run_records: List[Dict] = field(default_factory=list)
+    key: str = "clshard"
 
     def markdown(self) -> List[str]:
         seeds = len(next(iter(self.metrics.values())))
+        _, student, recipe, _ = SETS[self.key]
         lines = [
-            "## Accuracy: hard built-in classification set, paired seeds",
+            f"## Accuracy: hard built-in classification set, {student} student, paired seeds",
             "",
-            "digits_hard (every image occluded and noised), wrn_40_2 teacher → resnet8, "
+            f"digits_hard (every image occluded and noised), wrn_40_2 teacher → {student}, "
             f"{seeds} seeds; seed k gives every method the same initialisation, data order and "
-            "augmentations. One untuned trial per method (each method's CIFAR-100 recipe).",
+            f"augmentations. One untuned trial per method ({recipe}).",
             "",
             f"Teacher wrn_40_2: top-1 {self.teacher['top1']:.2f} %, ECE {self.teacher['ece']:.2f}.",
             "",
@@ -59,26 +80,30 @@ class PairedClassification:
         return lines + paired_lines(top1, "LumiNet", "top-1 points")
 
     def chart(self):
-        return "hard classification: top-1 (%)", {
-            k: [r["top1"] for r in v] for k, v in self.metrics.items()
-        }
+        title = "hard classification" if self.key == "clshard" else "hard classification, ViT"
+        return f"{title}: top-1 (%)", {k: [r["top1"] for r in v] for k, v in self.metrics.items()}
 
 
 def run(
-    seeds: int, quick: bool, work: str, methods: Optional[Sequence[str]] = None
+    seeds: int,
+    quick: bool,
+    work: str,
+    methods: Optional[Sequence[str]] = None,
+    key: str = "clshard",
 ) -> PairedClassification:
-    """Every method of FILES (or those of ``methods``, by label; LumiNet, the reference, always
-    runs) for ``seeds`` paired seeds."""
+    """Every method of the set ``key`` (:data:`SETS`; or those of ``methods``, by label;
+    LumiNet, the reference, always runs) for ``seeds`` paired seeds."""
+    files, _, _, folder = SETS[key]
     teacher, t_metrics = cls_teacher(
         os.path.join(CONFIGS, TEACHER), os.path.join(work, "cls_hard", "teacher"), quick, "hard"
     )
     metrics, runs = {}, []
-    for name, file in FILES.items():
+    for name, file in files.items():
         if methods is not None and name not in methods and name != "LumiNet":
             continue
         metrics[name] = []
         for seed in range(seeds):
-            out = os.path.join(work, "cls_hard", name.replace(" ", "_"), f"seed{seed}")
+            out = os.path.join(work, folder, name.replace(" ", "_"), f"seed{seed}")
             overrides = [f"OUTPUT_DIR={out}", f"SEED={seed}", f"MODEL.TEACHER_WEIGHTS={teacher}"]
             config = os.path.join(CONFIGS, file)
             r = train_cls(config, overrides, quick)
@@ -89,6 +114,7 @@ def run(
             args += quick_cls(quick)
             runs.append(
                 {
+                    "set": key,
                     "method": name,
                     "seed": seed,
                     "config": rel(config),
@@ -97,5 +123,5 @@ def run(
                     **row,
                 }
             )
-            log(f"hard classification: {name}, seed {seed}: top-1 {r['top1']:.2f}")
-    return PairedClassification(metrics, t_metrics, runs)
+            log(f"{key}: {name}, seed {seed}: top-1 {r['top1']:.2f}")
+    return PairedClassification(metrics, t_metrics, runs, key)

@@ -36,7 +36,8 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         "RetinaNet R-50-FPN → R-18-FPN, paired seeds",
         "built-in classification set",
         "Where the perception statistics come from",
-        "hard built-in classification set, paired seeds",
+        "hard built-in classification set, resnet8 student, paired seeds",
+        "hard built-in classification set, PVTv2-B0 (32 px; the teacher sees 16 px) student",
     ):
         assert section in md, section
     for row in (
@@ -58,13 +59,9 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     assert "LumiNet minus each method, per seed (mask AP points)" in md
     runs = json.load(open(tmp_path / "q.runs.json"))["runs"]
     cls = [r for r in runs if "group" not in r and "sweep" not in r]
-    assert {r["method"] for r in cls} == {
-        "student alone",
-        "KD",
-        "DKD",
-        "logitstd",
-        "DIST",
-        "LumiNet",
+    hard = {"student alone", "KD", "DKD", "logitstd", "DIST", "LumiNet"}
+    assert {(r["set"], r["method"]) for r in cls} == {("clshard", m) for m in hard} | {
+        ("clsvit", m) for m in ("student alone", "KD", "LumiNet")
     }
     assert all(r["command"].startswith("python -m luminet_det.cls train --config") for r in cls)
     det = {(r["group"], r["method"]) for r in runs if "group" in r}

@@ -144,11 +144,15 @@ def test_vit_student_learns_from_a_cnn_teacher_at_its_own_input_size(tmp_path):
     )
     trainer = Trainer(cfg, progress=False)
     seen = []
-    trainer.teacher.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    # the teacher sees 16 px wherever it runs: training and the teacher check
+    trainer.teacher.net.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
     x, y = next(iter(trainer.train_loader))
     assert x.shape[-1] == 32
     loss, _, distill = trainer.losses(x, y)
     assert seen == [torch.Size([64, 3, 16, 16])] and distill.item() > 0
+    seen.clear()
+    trainer.check_teacher(str(tmp_path / "teacher_check.json"))
+    assert seen and all(s[-2:] == (16, 16) for s in seen)
     loss.backward()
     assert all(p.grad is None for p in trainer.teacher.parameters())
     assert trainer.student.net.patch_embed.conv.weight.grad.abs().sum() > 0

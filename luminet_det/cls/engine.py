@@ -83,6 +83,28 @@ def evaluate(
     return classification_report(torch.cat(logits), torch.cat(labels), distributed=distributed)
 
 
+class ResizedInput(nn.Module):
+    """``net`` on its input resized (bilinear) to ``size`` x ``size``: a teacher that sees the
+    student's batch at its own input size (``MODEL.TEACHER_INPUT_SIZE``), in training, in the
+    teacher check and in every statistics pass alike.
+
+    Args:
+        net (nn.Module): the classifier.
+        size (int): its input size in pixels.
+    """
+
+    def __init__(self, net: nn.Module, *, size: int):
+        super().__init__()
+        self.net, self.size = net, size
+
+    def forward(self, x: torch.Tensor):
+        if tuple(x.shape[-2:]) != (self.size, self.size):
+            x = nn.functional.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", align_corners=False
+            )
+        return self.net(x)
+
+
 def _classes(model: nn.Module) -> int:
     """The output width of a classifier (its last Linear layer)."""
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
@@ -156,6 +178,8 @@ class Trainer:
                     cfg.MODEL.TEACHER_WEIGHTS,
                     trusted=cfg.MODEL.TEACHER_WEIGHTS in trusted,
                 )
+            if cfg.MODEL.TEACHER_INPUT_SIZE:  # e.g. a 224-px ViT's batch, 32 px for its teacher
+                self.teacher = ResizedInput(self.teacher, size=cfg.MODEL.TEACHER_INPUT_SIZE)
             self.teacher.to(self.device).eval().requires_grad_(False)
         self.model = self.student
         if self.world > 1:
@@ -288,11 +312,6 @@ class Trainer:
         loss_ce = hard_label_loss(m.HARD_LOSS, logits, y, m.HARD_GAMMA) * m.CE_WEIGHT
         loss_distill = torch.zeros((), device=self.device)
         if self.distill is not None:
-            size = self.cfg.MODEL.TEACHER_INPUT_SIZE
-            if size and tuple(x.shape[-2:]) != (size, size):  # e.g. a 224-px ViT's batch
-                x = nn.functional.interpolate(
-                    x, size=(size, size), mode="bilinear", align_corners=False
-                )
             with teacher_precision(self.cfg.MODEL.TEACHER_DTYPE, self.device.type, _DTYPE_KEY):
                 t_logits, _ = self.teacher(x)
             loss_distill = self.distill(logits, t_logits.float(), y) * (m.WEIGHT * factor)
