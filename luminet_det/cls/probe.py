@@ -25,7 +25,7 @@ from luminet_det.errors import ConfigError
 from luminet_det.metrics import topk_accuracy
 from luminet_det.runio import load_checkpoint
 
-from .data import build_dataset, num_classes
+from .data import build_dataset, input_size, num_classes
 from .models import build_model
 
 __all__ = ["extract_features", "train_linear_probe", "probe_checkpoint", "checkpoint_classes"]
@@ -136,7 +136,11 @@ def probe_checkpoint(cfg, checkpoint: str, arch: Optional[str] = None) -> Dict[s
         ("cuda" if torch.cuda.is_available() else "cpu") if cfg.DEVICE == "auto" else cfg.DEVICE
     )
     source_classes = checkpoint_classes(state)
-    model = build_model(arch, source_classes, checkpoint, trusted=trusted, loaded=state)
+    # a ViT is built for the probe's input size (DATA.INPUT_SIZE: the size it was trained at)
+    size = input_size(cfg.DATA.NAME, cfg.DATA.INPUT_SIZE)
+    model = build_model(
+        arch, source_classes, checkpoint, trusted=trusted, loaded=state, img_size=size
+    )
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
