@@ -22,7 +22,7 @@ from luminet_det.runio import atomic_save, load_checkpoint
 
 from .config import loss_kwargs
 from .data import build_dataset, input_size, num_classes
-from .models import build_model
+from .models import ResizedInput, build_model
 from .solver import build_optimizer, build_scheduler
 
 __all__ = [
@@ -81,28 +81,6 @@ def evaluate(
             distributed=distributed,
         )
     return classification_report(torch.cat(logits), torch.cat(labels), distributed=distributed)
-
-
-class ResizedInput(nn.Module):
-    """``net`` on its input resized (bilinear) to ``size`` x ``size``: a teacher that sees the
-    student's batch at its own input size (``MODEL.TEACHER_INPUT_SIZE``), in training, in the
-    teacher check and in every statistics pass alike.
-
-    Args:
-        net (nn.Module): the classifier.
-        size (int): its input size in pixels.
-    """
-
-    def __init__(self, net: nn.Module, *, size: int):
-        super().__init__()
-        self.net, self.size = net, size
-
-    def forward(self, x: torch.Tensor):
-        if tuple(x.shape[-2:]) != (self.size, self.size):
-            x = nn.functional.interpolate(
-                x, size=(self.size, self.size), mode="bilinear", align_corners=False
-            )
-        return self.net(x)
 
 
 def _classes(model: nn.Module) -> int:

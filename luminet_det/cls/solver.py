@@ -26,15 +26,18 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine")
 
 
+#: parameters without weight decay under NO_DECAY_NORM_BIAS, by name (the source's skip list)
+_TOKENS = ("cls_token", "pos_embed", "distill_token")
+
+
 def _param_groups(model: nn.Module, skip_norm_bias: bool) -> List[Dict]:
     if not skip_norm_bias:
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    skip = set(getattr(model, "no_weight_decay", lambda: [])())
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or name.endswith(".bias") or name in skip:
+        if p.ndim <= 1 or name.endswith(".bias") or any(t in name for t in _TOKENS):
             no_decay.append(p)
         else:
             decay.append(p)
@@ -46,8 +49,8 @@ def build_optimizer(solver, model: nn.Module) -> torch.optim.Optimizer:
 
     Args:
         solver (CfgNode): the ``SOLVER`` node (LR, WEIGHT_DECAY, MOMENTUM, NO_DECAY_NORM_BIAS).
-        model (nn.Module): the student; its ``no_weight_decay()`` names (tokens, position
-            embeddings) join the no-decay group when NO_DECAY_NORM_BIAS.
+        model (nn.Module): the student; with NO_DECAY_NORM_BIAS its biases, 1-D parameters
+            and class tokens / position embeddings (by name) get no weight decay.
     """
     groups = _param_groups(model, solver.NO_DECAY_NORM_BIAS)
     if solver.OPTIMIZER == "sgd":

@@ -18,7 +18,7 @@ from .cifar import VGG, CifarResNet, MobileNetV2Cifar, ShuffleNetV1, ShuffleNetV
 from .mobilenetv1 import MobileNetV1
 from .vit import VIT_MIN_SIZE, VIT_MODELS
 
-__all__ = ["build_model", "MODELS", "TorchvisionClassifier", "VIT_MODELS"]
+__all__ = ["build_model", "MODELS", "ResizedInput", "TorchvisionClassifier", "VIT_MODELS"]
 
 logger = logging.getLogger("luminet_det.cls")
 
@@ -40,6 +40,28 @@ class TorchvisionClassifier(nn.Module):
     def forward(self, x):
         feat = self.net(x)
         return self.head(feat), feat
+
+
+class ResizedInput(nn.Module):
+    """``net`` on its input resized (bilinear) to ``size`` x ``size``: a teacher that sees the
+    student's batch at its own input size (``MODEL.TEACHER_INPUT_SIZE``), in training, in the
+    teacher check and in every statistics pass alike.
+
+    Args:
+        net (nn.Module): the classifier.
+        size (int): its input size in pixels.
+    """
+
+    def __init__(self, net: nn.Module, *, size: int):
+        super().__init__()
+        self.net, self.size = net, size
+
+    def forward(self, x: torch.Tensor):
+        if tuple(x.shape[-2:]) != (self.size, self.size):
+            x = nn.functional.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", align_corners=False
+            )
+        return self.net(x)
 
 
 def _resnet50_cifar(num_classes: int = 100) -> TorchvisionClassifier:

@@ -56,11 +56,6 @@ class TimmClassifier(nn.Module):
         feat = self.net.forward_head(self.net.forward_features(x), pre_logits=True)
         return self.net.get_classifier()(feat), feat
 
-    def no_weight_decay(self) -> List[str]:
-        """Names of the token and position parameters (the source's optimizer skips their
-        weight decay)."""
-        return [n for n, _ in self.named_parameters() if "cls_token" in n or "pos_embed" in n]
-
 
 class _Attention(nn.Module):
     """Spatial-reduction attention: keys and values from the tokens pooled by a
@@ -214,11 +209,6 @@ class PVT(nn.Module):
                 x = x.transpose(1, 2).reshape(b, -1, *hw)
         feat = self.norm(x)[:, 0]
         return self.head(feat), feat
-
-    def no_weight_decay(self) -> List[str]:
-        """Names of the token and position parameters (the source's optimizer skips their
-        weight decay)."""
-        return [n for n, _ in self.named_parameters() if "cls_token" in n or "pos_embed" in n]
 
 
 def _timm(arch: str):
