@@ -1,7 +1,9 @@
 """Paired seeds on the hard built-in classification task (``configs/Digits-Classification-Hard``):
-the student alone, KD, DKD, logitstd, DIST and LumiNet with the resnet8 student (``clshard``), and
+the student alone, KD, DKD, logitstd, DIST and LumiNet with the resnet8 student (``clshard``),
 the student alone, KD and LumiNet with a PVTv2-B0 vision-transformer student (``clsvit``, the
-built-in twin of the paper's Table 7), N seeds each. Seed k gives every method the
+built-in twin of the paper's Table 7), and the resnet8 recipes unchanged but for the data on an
+8-class image-folder set they were not chosen for (``clsnew``: do LumiNet's CIFAR-100 values
+hold on new data?), N seeds each. Seed k gives every method the
 same student initialisation, data order and augmentations, so differences can be taken per
 seed: for each method vs LumiNet, the mean paired difference with a 95 % t-interval and the
 number of seeds LumiNet wins. Every run's config, command and final metrics are kept
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .common import ROOT, cls_teacher, log, mean_std, paired_lines, quick_cls, rel, train_cls
 
@@ -31,17 +33,82 @@ VIT_FILES = {
     "KD": "vit/kd_wrn40_2_pvtv2_b0.yaml",
     "LumiNet": "vit/luminet_wrn40_2_pvtv2_b0.yaml",
 }
-#: (files, student, what each set's table says about the recipes, run folder) per section
+
+
+class ClsSet(NamedTuple):
+    """One section: its methods (label -> config under CONFIGS), the student, what its table
+    says about the data and the recipes, its run folder under the work folder, and (``data``)
+    the folder set its runs use instead of the configs' own data ("" = the configs' own)."""
+
+    files: Dict[str, str]
+    student: str
+    about: str
+    recipe: str
+    folder: str
+    data: str = ""
+
+
+HARD = "digits_hard (every image occluded and noised)"
+#: the sections of this module
 SETS = {
-    "clshard": (FILES, "resnet8", "each method's CIFAR-100 recipe", "cls_hard"),
-    "clsvit": (
+    "clshard": ClsSet(FILES, "resnet8", HARD, "each method's CIFAR-100 recipe", "cls_hard"),
+    "clsvit": ClsSet(
         VIT_FILES,
         "PVTv2-B0 (32 px; the teacher sees 16 px)",
+        HARD,
         "Table 7's AdamW / cosine recipe over 20 epochs, the resnet8 student's KD and LumiNet "
         "values",
         "cls_vit",
     ),
+    "clsnew": ClsSet(
+        {k: FILES[k] for k in ("student alone", "KD", "LumiNet")},
+        "resnet8",
+        "an 8-class image-folder set the recipes were not chosen for (scikit-learn's digits 0-7, "
+        "clean, as 16-px PNG files in class folders, read through `DATA.NAME: folder` with its "
+        "random-resized-crop and flip augmentation)",
+        "the hard set's configs unchanged but for `DATA.NAME folder`, `DATA.ROOT` and "
+        "`DATA.INPUT_SIZE 16`; LumiNet at the CIFAR-100 recipe's weight 5625 and T 8",
+        "cls_new",
+        data="folder8",
+    ),
 }
+#: the folder set's size in pixels and class count
+FOLDER_SIZE, FOLDER_CLASSES = 16, 8
+
+
+def digit_folders(root: str, classes: int = FOLDER_CLASSES, size: int = FOLDER_SIZE) -> str:
+    """Write scikit-learn's handwritten digits of labels ``0 .. classes - 1`` as ``size``-px RGB
+    PNG files in class folders, ``root/{train,val}/c<label>/<index>.png`` (every fifth image
+    is validation, as in the built-in sets), once (a finished set is reused); returns ``root``.
+    """
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    done = os.path.join(root, "COMPLETE")
+    if os.path.isfile(done):
+        return root
+    data = load_digits()
+    for i, (image, label) in enumerate(zip(data.images, data.target)):
+        if label >= classes:
+            continue
+        folder = os.path.join(root, "val" if i % 5 == 0 else "train", f"c{label}")
+        os.makedirs(folder, exist_ok=True)
+        pixels = Image.fromarray((image / 16.0 * 255).astype(np.uint8))
+        pixels.resize((size, size), Image.BILINEAR).convert("RGB").save(
+            os.path.join(folder, f"{i:04d}.png")
+        )
+    open(done, "w").close()
+    return root
+
+
+def data_overrides(s: ClsSet, work: str) -> List[str]:
+    """The config overrides that point a section's runs at its data (none for the configs' own
+    data); the folder set is written first."""
+    if not s.data:
+        return []
+    root = digit_folders(os.path.join(work, s.folder, s.data))
+    return ["DATA.NAME=folder", f"DATA.ROOT={root}", f"DATA.INPUT_SIZE={FOLDER_SIZE}"]
 
 
 @dataclass
@@ -56,13 +123,14 @@ class PairedClassification:
 
     def markdown(self) -> List[str]:
         seeds = len(next(iter(self.metrics.values())))
-        _, student, recipe, _ = SETS[self.key]
+        s = SETS[self.key]
+        where = "an unseen image-folder set" if s.data else "hard built-in classification set"
         lines = [
-            f"## Accuracy: hard built-in classification set, {student} student, paired seeds",
+            f"## Accuracy: {where}, {s.student} student, paired seeds",
             "",
-            f"digits_hard (every image occluded and noised), wrn_40_2 teacher → {student}, "
-            f"{seeds} seeds; seed k gives every method the same initialisation, data order and "
-            f"augmentations. One untuned trial per method ({recipe}).",
+            f"{s.about}, wrn_40_2 teacher → {s.student}, {seeds} seeds; seed k gives every "
+            "method the same initialisation, data order and augmentations. One untuned trial "
+            f"per method ({s.recipe}).",
             "",
             f"Teacher wrn_40_2: top-1 {self.teacher['top1']:.2f} %, ECE {self.teacher['ece']:.2f}.",
             "",
@@ -80,7 +148,11 @@ class PairedClassification:
         return lines + paired_lines(top1, "LumiNet", "top-1 points")
 
     def chart(self):
-        title = "hard classification" if self.key == "clshard" else "hard classification, ViT"
+        title = {
+            "clshard": "hard classification",
+            "clsvit": "hard classification, ViT",
+            "clsnew": "unseen 8-class folder set",
+        }[self.key]
         return f"{title}: top-1 (%)", {k: [r["top1"] for r in v] for k, v in self.metrics.items()}
 
 
@@ -93,18 +165,19 @@ def run(
 ) -> PairedClassification:
     """Every method of the set ``key`` (:data:`SETS`; or those of ``methods``, by label;
     LumiNet, the reference, always runs) for ``seeds`` paired seeds."""
-    files, _, _, folder = SETS[key]
-    teacher, t_metrics = cls_teacher(
-        os.path.join(CONFIGS, TEACHER), os.path.join(work, "cls_hard", "teacher"), quick, "hard"
-    )
+    s = SETS[key]
+    data = data_overrides(s, work)
+    teacher_dir = os.path.join(work, s.folder if s.data else "cls_hard", "teacher")
+    teacher, t_metrics = cls_teacher(os.path.join(CONFIGS, TEACHER), teacher_dir, quick, key, data)
     metrics, runs = {}, []
-    for name, file in files.items():
+    for name, file in s.files.items():
         if methods is not None and name not in methods and name != "LumiNet":
             continue
         metrics[name] = []
         for seed in range(seeds):
-            out = os.path.join(work, folder, name.replace(" ", "_"), f"seed{seed}")
+            out = os.path.join(work, s.folder, name.replace(" ", "_"), f"seed{seed}")
             overrides = [f"OUTPUT_DIR={out}", f"SEED={seed}", f"MODEL.TEACHER_WEIGHTS={teacher}"]
+            overrides += data
             config = os.path.join(CONFIGS, file)
             r = train_cls(config, overrides, quick)
             row = {k: r[k] for k in ("top1", "ece", "fpr95")}

@@ -394,13 +394,16 @@ def train_cls(config: str, overrides: Sequence[str], quick: bool) -> Dict[str, f
     return Trainer(cfg, progress=False).train()
 
 
-def cls_teacher(config: str, out_dir: str, quick: bool, label: str) -> Tuple[str, Dict]:
-    """(best.pth, its validation metrics) of the classification teacher ``config`` trained into
-    ``out_dir``; trained first if absent (a finished teacher is reused)."""
+def cls_teacher(
+    config: str, out_dir: str, quick: bool, label: str, overrides: Sequence[str] = ()
+) -> Tuple[str, Dict]:
+    """(best.pth, its validation metrics) of the classification teacher ``config`` (with
+    ``overrides``) trained into ``out_dir``; trained first if absent (a finished teacher is
+    reused)."""
     from luminet_det.runio import load_checkpoint
 
     best = os.path.join(out_dir, "best.pth")
     if not os.path.isfile(best):
         log(f"{label}: training the teacher ({os.path.basename(config)})")
-        train_cls(config, [f"OUTPUT_DIR={out_dir}"], quick)
+        train_cls(config, [f"OUTPUT_DIR={out_dir}", *overrides], quick)
     return best, load_checkpoint(best)["metrics"]

@@ -42,14 +42,28 @@ from benchmarks import (  # noqa: E402
 from benchmarks.common import ROOT, log  # noqa: E402
 
 DETECTION = list(det_paired.GROUPS)  # det, mask, cascade, retinanet
-SECTIONS = ["losses", "steps", "memory", *DETECTION, "stats", "cls", "clshard", "clsvit", "sweeps"]
+SECTIONS = [
+    "losses",
+    "steps",
+    "memory",
+    *DETECTION,
+    "stats",
+    "cls",
+    "clshard",
+    "clsvit",
+    "clsnew",
+    "sweeps",
+]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="toy sizes (tests)")
     parser.add_argument(
-        "--seeds", type=int, default=3, help="mask, cascade, retinanet, lazy, stats, cls, clsvit"
+        "--seeds",
+        type=int,
+        default=3,
+        help="mask, cascade, retinanet, lazy, stats, cls, clsvit, clsnew",
     )
     parser.add_argument("--paired-seeds", type=int, default=5, help="det and clshard")
     parser.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds")
@@ -78,8 +92,8 @@ def main(argv=None):
     run = set(SECTIONS if args.only is None else args.only) - set(args.skip)
     if args.methods is not None:
         known = {m[0] for k in det_paired.sections(run) for m in det_paired.GROUPS[k].methods}
-        for key in {"clshard", "clsvit"} & run:
-            known |= set(cls_paired.SETS[key][0])
+        for key in set(cls_paired.SETS) & run:
+            known |= set(cls_paired.SETS[key].files)
         unknown = sorted(set(args.methods) - known)
         if unknown:
             parser.error(
@@ -130,6 +144,8 @@ def main(argv=None):
         sections.append(cls_paired.run(args.paired_seeds, args.quick, work, args.methods))
     if "clsvit" in run:
         sections.append(cls_paired.run(args.seeds, args.quick, work, args.methods, "clsvit"))
+    if "clsnew" in run:
+        sections.append(cls_paired.run(args.seeds, args.quick, work, args.methods, "clsnew"))
     if "sweeps" in run:
         sweep = sweeps.run(args.seeds, args.quick, work)
         sweep.figure = f"{name}-sweeps.png"

@@ -38,6 +38,7 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         "Where the perception statistics come from",
         "hard built-in classification set, resnet8 student, paired seeds",
         "hard built-in classification set, PVTv2-B0 (32 px; the teacher sees 16 px) student",
+        "an unseen image-folder set, resnet8 student, paired seeds",
     ):
         assert section in md, section
     for row in (
@@ -60,9 +61,14 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     runs = json.load(open(tmp_path / "q.runs.json"))["runs"]
     cls = [r for r in runs if "group" not in r and "sweep" not in r]
     hard = {"student alone", "KD", "DKD", "logitstd", "DIST", "LumiNet"}
+    three = ("student alone", "KD", "LumiNet")
     assert {(r["set"], r["method"]) for r in cls} == {("clshard", m) for m in hard} | {
-        ("clsvit", m) for m in ("student alone", "KD", "LumiNet")
+        (s, m) for s in ("clsvit", "clsnew") for m in three
     }
+    new = [r for r in cls if r["set"] == "clsnew"]
+    assert all(
+        "DATA.NAME=folder" in r["command"] and "DATA.INPUT_SIZE=16" in r["command"] for r in new
+    )
     assert all(r["command"].startswith("python -m luminet_det.cls train --config") for r in cls)
     det = {(r["group"], r["method"]) for r in runs if "group" in r}
     methods = {"student alone", "KD", "DKD", "logitstd", "DIST", "LumiNet", "LumiNet+ReviewKD"}
@@ -131,3 +137,23 @@ def test_a_group_refuses_a_teacher_below_its_student_alone():
     with pytest.raises(RuntimeError, match=r"box AP 7.3, not above the student alone's 9.2"):
         _check_teacher_beats(group, {"bbox/AP": 7.26}, [{"bbox/AP": 9.0}, {"bbox/AP": 9.5}])
     _check_teacher_beats(group, {"bbox/AP": 46.1}, [{"bbox/AP": 9.0}])  # passes
+
+
+def test_the_unseen_folder_set_is_digits_0_to_7_written_once(tmp_path):
+    from PIL import Image
+
+    from benchmarks.cls_paired import digit_folders
+    from luminet_det.cls.data import folder_classes
+
+    root = digit_folders(str(tmp_path / "f"))
+    assert folder_classes(root) == [f"c{k}" for k in range(8)]
+    # scikit-learn's digits 0-7 are 1,443 of its 1,797 images; every fifth is validation
+    count = {
+        s: sum(len(files) for _, _, files in os.walk(tmp_path / "f" / s)) for s in ("train", "val")
+    }
+    assert count == {"train": 1166, "val": 277}
+    image = Image.open(tmp_path / "f" / "val" / "c0" / "0000.png")
+    assert image.size == (16, 16) and image.mode == "RGB"
+    stamp = os.path.getmtime(tmp_path / "f" / "val" / "c0" / "0000.png")
+    assert digit_folders(root) == root  # a finished set is reused, not rewritten
+    assert os.path.getmtime(tmp_path / "f" / "val" / "c0" / "0000.png") == stamp
