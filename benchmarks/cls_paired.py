@@ -76,11 +76,13 @@ SETS = {
 FOLDER_SIZE, FOLDER_CLASSES = 16, 8
 
 
-def digit_folders(root: str, classes: int = FOLDER_CLASSES, size: int = FOLDER_SIZE) -> str:
+def digit_folders(
+    root: str, classes: int = FOLDER_CLASSES, size: int = FOLDER_SIZE, images: int = 0
+) -> str:
     """Write scikit-learn's handwritten digits of labels ``0 .. classes - 1`` as ``size``-px RGB
     PNG files in class folders, ``root/{train,val}/c<label>/<index>.png`` (every fifth image
     is validation, as in the built-in sets), once (a finished set is reused); returns ``root``.
-    """
+    ``images`` > 0 keeps only scikit-learn's first ``images`` images (``--quick``)."""
     import numpy as np
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -90,7 +92,7 @@ def digit_folders(root: str, classes: int = FOLDER_CLASSES, size: int = FOLDER_S
         return root
     data = load_digits()
     for i, (image, label) in enumerate(zip(data.images, data.target)):
-        if label >= classes:
+        if label >= classes or 0 < images <= i:
             continue
         folder = os.path.join(root, "val" if i % 5 == 0 else "train", f"c{label}")
         os.makedirs(folder, exist_ok=True)
@@ -102,12 +104,12 @@ def digit_folders(root: str, classes: int = FOLDER_CLASSES, size: int = FOLDER_S
     return root
 
 
-def data_overrides(s: ClsSet, work: str) -> List[str]:
+def data_overrides(s: ClsSet, work: str, quick: bool) -> List[str]:
     """The config overrides that point a section's runs at its data (none for the configs' own
-    data); the folder set is written first."""
+    data); the folder set is written first (``quick``: its first 200 images)."""
     if not s.data:
         return []
-    root = digit_folders(os.path.join(work, s.folder, s.data))
+    root = digit_folders(os.path.join(work, s.folder, s.data), images=200 if quick else 0)
     return ["DATA.NAME=folder", f"DATA.ROOT={root}", f"DATA.INPUT_SIZE={FOLDER_SIZE}"]
 
 
@@ -166,7 +168,7 @@ def run(
     """Every method of the set ``key`` (:data:`SETS`; or those of ``methods``, by label;
     LumiNet, the reference, always runs) for ``seeds`` paired seeds."""
     s = SETS[key]
-    data = data_overrides(s, work)
+    data = data_overrides(s, work, quick)
     teacher_dir = os.path.join(work, s.folder if s.data else "cls_hard", "teacher")
     teacher, t_metrics = cls_teacher(os.path.join(CONFIGS, TEACHER), teacher_dir, quick, key, data)
     metrics, runs = {}, []

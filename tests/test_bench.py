@@ -141,6 +141,7 @@ def test_a_group_refuses_a_teacher_below_its_student_alone():
 
 def test_the_unseen_folder_set_is_digits_0_to_7_written_once(tmp_path):
     from PIL import Image
+    from sklearn.datasets import load_digits
 
     from benchmarks.cls_paired import digit_folders
     from luminet_det.cls.data import folder_classes
@@ -157,3 +158,7 @@ def test_the_unseen_folder_set_is_digits_0_to_7_written_once(tmp_path):
     stamp = os.path.getmtime(tmp_path / "f" / "val" / "c0" / "0000.png")
     assert digit_folders(root) == root  # a finished set is reused, not rewritten
     assert os.path.getmtime(tmp_path / "f" / "val" / "c0" / "0000.png") == stamp
+    # --quick: scikit-learn's first 200 images only (those of labels 0-7), and the marker file
+    labels = load_digits().target[:200]
+    small = digit_folders(str(tmp_path / "q"), images=200)
+    assert sum(len(files) for _, _, files in os.walk(small)) == int((labels < 8).sum()) + 1
