@@ -162,3 +162,20 @@ def test_the_unseen_folder_set_is_digits_0_to_7_written_once(tmp_path):
     labels = load_digits().target[:200]
     small = digit_folders(str(tmp_path / "q"), images=200)
     assert sum(len(files) for _, _, files in os.walk(small)) == int((labels < 8).sum()) + 1
+
+
+def test_luminet_push_against_cross_entropy_falls_as_one_over_root_c():
+    from benchmarks.luminet_scale import measure
+
+    # a student equal to its teacher: no LumiNet term and no gradient; the cross-entropy still
+    # pulls (random hard labels)
+    same = measure(10, 8.0, 16, 1.0, draws=2)
+    assert same["term"] == pytest.approx(0.0, abs=1e-6)
+    assert same["grad_rms"] == pytest.approx(0.0, abs=1e-6) and same["ce_grad_rms"] > 0
+    # LumiNet's gradient per logit goes as 1/(C N T^2), the cross-entropy's as 1/(N sqrt(C)):
+    # their ratio times sqrt(C) is the same at 8 and 1000 classes (T 8, N 64)
+    few, many = measure(8, 8.0, 64, 0.0), measure(1000, 8.0, 64, 0.0)
+    ratio_few = few["grad_rms"] / few["ce_grad_rms"] * 8**0.5
+    ratio_many = many["grad_rms"] / many["ce_grad_rms"] * 1000**0.5
+    assert ratio_few == pytest.approx(ratio_many, rel=0.05)
+    assert few["grad_rms"] * 8 == pytest.approx(many["grad_rms"] * 1000, rel=0.05)
