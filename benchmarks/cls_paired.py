@@ -15,7 +15,17 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from .common import ROOT, cls_teacher, log, mean_std, paired_lines, quick_cls, rel, train_cls
+from .common import (
+    ROOT,
+    cls_teacher,
+    log,
+    mean_std,
+    paired,
+    paired_lines,
+    quick_cls,
+    rel,
+    train_cls,
+)
 
 CONFIGS = os.path.join(ROOT, "configs", "Digits-Classification-Hard")
 TEACHER = "teacher_wrn_40_2.yaml"
@@ -46,6 +56,17 @@ class ClsSet(NamedTuple):
     recipe: str
     folder: str
     data: str = ""
+    augmented: Tuple[str, ...] = ()  # methods also run with DATA.AUTOAUGMENT (AA_LABEL)
+
+    def runs(self) -> List[Tuple[str, str, List[str]]]:
+        """(label, config file, extra overrides) of every method, in report order."""
+        plain = [(name, file, []) for name, file in self.files.items()]
+        strong = [(AA_LABEL.format(m), self.files[m], [AA]) for m in self.augmented]
+        return plain + strong
+
+
+#: the AutoAugment override (torchvision's CIFAR-10 policy, the paper's Table 6) and label
+AA, AA_LABEL = "DATA.AUTOAUGMENT=True", "{} + AutoAugment"
 
 
 HARD = "digits_hard (every image occluded and noised)"
@@ -67,9 +88,11 @@ SETS = {
         "clean, as 16-px PNG files in class folders, read through `DATA.NAME: folder` with its "
         "random-resized-crop and flip augmentation)",
         "the hard set's configs unchanged but for `DATA.NAME folder`, `DATA.ROOT` and "
-        "`DATA.INPUT_SIZE 16`; LumiNet at the CIFAR-100 recipe's weight 5625 and T 8",
+        "`DATA.INPUT_SIZE 16`; LumiNet at the CIFAR-100 recipe's weight 5625 and T 8; KD and "
+        "LumiNet also with `DATA.AUTOAUGMENT True`",
         "cls_new",
         data="folder8",
+        augmented=("KD", "LumiNet"),
     ),
 }
 #: the folder set's size in pixels and class count
@@ -106,10 +129,10 @@ def digit_folders(
 
 def data_overrides(s: ClsSet, work: str, quick: bool) -> List[str]:
     """The config overrides that point a section's runs at its data (none for the configs' own
-    data); the folder set is written first (``quick``: its first 200 images)."""
+    data); the folder set is written first (``quick``: from the first 300 images)."""
     if not s.data:
         return []
-    root = digit_folders(os.path.join(work, s.folder, s.data), images=200 if quick else 0)
+    root = digit_folders(os.path.join(work, s.folder, s.data), images=300 if quick else 0)
     return ["DATA.NAME=folder", f"DATA.ROOT={root}", f"DATA.INPUT_SIZE={FOLDER_SIZE}"]
 
 
@@ -147,7 +170,29 @@ class PairedClassification:
             )
         lines.append("")
         top1 = {name: [r["top1"] for r in rows] for name, rows in self.metrics.items()}
-        return lines + paired_lines(top1, "LumiNet", "top-1 points")
+        return lines + paired_lines(top1, "LumiNet", "top-1 points") + self._augment_lines(top1)
+
+    def _augment_lines(self, top1: Dict[str, List[float]]) -> List[str]:
+        """Markdown: each augmented method with AutoAugment minus without, per seed."""
+        pairs = [(m, AA_LABEL.format(m)) for m in SETS[self.key].augmented]
+        pairs = [(m, a) for m, a in pairs if m in top1 and a in top1]
+        if not pairs:
+            return []
+        lines = [
+            "AutoAugment on minus off, per seed (top-1 points): mean, 95 % t-interval, seeds "
+            "where it is higher.",
+            "",
+            "| method | mean difference | 95 % interval | AutoAugment higher |",
+            "|---|---|---|---|",
+        ]
+        for plain, strong in pairs:
+            diff = [a - b for a, b in zip(top1[strong], top1[plain])]
+            p = paired(diff)
+            lines.append(
+                f"| {plain} | {p['mean']:+.2f} | [{p['mean'] - p['half']:+.2f}, "
+                f"{p['mean'] + p['half']:+.2f}] | {sum(d > 0 for d in diff)} of {len(diff)} |"
+            )
+        return lines + [""]
 
     def chart(self):
         title = {
@@ -172,14 +217,14 @@ def run(
     teacher_dir = os.path.join(work, s.folder if s.data else "cls_hard", "teacher")
     teacher, t_metrics = cls_teacher(os.path.join(CONFIGS, TEACHER), teacher_dir, quick, key, data)
     metrics, runs = {}, []
-    for name, file in s.files.items():
+    for name, file, extra in s.runs():
         if methods is not None and name not in methods and name != "LumiNet":
             continue
         metrics[name] = []
         for seed in range(seeds):
             out = os.path.join(work, s.folder, name.replace(" ", "_"), f"seed{seed}")
             overrides = [f"OUTPUT_DIR={out}", f"SEED={seed}", f"MODEL.TEACHER_WEIGHTS={teacher}"]
-            overrides += data
+            overrides += data + extra
             config = os.path.join(CONFIGS, file)
             r = train_cls(config, overrides, quick)
             row = {k: r[k] for k in ("top1", "ece", "fpr95")}

@@ -93,7 +93,7 @@ def main(argv=None):
     if args.methods is not None:
         known = {m[0] for k in det_paired.sections(run) for m in det_paired.GROUPS[k].methods}
         for key in set(cls_paired.SETS) & run:
-            known |= set(cls_paired.SETS[key].files)
+            known |= {label for label, _, _ in cls_paired.SETS[key].runs()}
         unknown = sorted(set(args.methods) - known)
         if unknown:
             parser.error(

@@ -62,13 +62,16 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     cls = [r for r in runs if "group" not in r and "sweep" not in r]
     hard = {"student alone", "KD", "DKD", "logitstd", "DIST", "LumiNet"}
     three = ("student alone", "KD", "LumiNet")
+    aa = ("KD + AutoAugment", "LumiNet + AutoAugment")
     assert {(r["set"], r["method"]) for r in cls} == {("clshard", m) for m in hard} | {
         (s, m) for s in ("clsvit", "clsnew") for m in three
-    }
+    } | {("clsnew", m) for m in aa}
+    assert "| LumiNet | " in md.split("AutoAugment on minus off, per seed")[1]
     new = [r for r in cls if r["set"] == "clsnew"]
     assert all(
         "DATA.NAME=folder" in r["command"] and "DATA.INPUT_SIZE=16" in r["command"] for r in new
     )
+    assert {r["method"] for r in new if "DATA.AUTOAUGMENT=True" in r["command"]} == set(aa)
     assert all(r["command"].startswith("python -m luminet_det.cls train --config") for r in cls)
     det = {(r["group"], r["method"]) for r in runs if "group" in r}
     methods = {"student alone", "KD", "DKD", "logitstd", "DIST", "LumiNet", "LumiNet+ReviewKD"}
@@ -158,10 +161,12 @@ def test_the_unseen_folder_set_is_digits_0_to_7_written_once(tmp_path):
     stamp = os.path.getmtime(tmp_path / "f" / "val" / "c0" / "0000.png")
     assert digit_folders(root) == root  # a finished set is reused, not rewritten
     assert os.path.getmtime(tmp_path / "f" / "val" / "c0" / "0000.png") == stamp
-    # --quick: scikit-learn's first 200 images only (those of labels 0-7), and the marker file
-    labels = load_digits().target[:200]
-    small = digit_folders(str(tmp_path / "q"), images=200)
+    # --quick: scikit-learn's first 300 images only (those of labels 0-7), and the marker file;
+    # both splits still have every class
+    labels = load_digits().target[:300]
+    small = digit_folders(str(tmp_path / "q"), images=300)
     assert sum(len(files) for _, _, files in os.walk(small)) == int((labels < 8).sum()) + 1
+    assert folder_classes(small) == [f"c{k}" for k in range(8)]
 
 
 def test_luminet_push_against_cross_entropy_falls_as_one_over_root_c():
