@@ -12,6 +12,7 @@ number of seeds LumiNet wins. Every run's config, command and final metrics are 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -56,17 +57,21 @@ class ClsSet(NamedTuple):
     recipe: str
     folder: str
     data: str = ""
-    augmented: Tuple[str, ...] = ()  # methods also run with DATA.AUTOAUGMENT (AA_LABEL)
+    #: (label, method of ``files``, extra overrides): a method run again with other values
+    variants: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = ()
 
     def runs(self) -> List[Tuple[str, str, List[str]]]:
         """(label, config file, extra overrides) of every method, in report order."""
         plain = [(name, file, []) for name, file in self.files.items()]
-        strong = [(AA_LABEL.format(m), self.files[m], [AA]) for m in self.augmented]
-        return plain + strong
+        return plain + [(label, self.files[m], list(extra)) for label, m, extra in self.variants]
 
 
-#: the AutoAugment override (torchvision's CIFAR-10 policy, the paper's Table 6) and label
-AA, AA_LABEL = "DATA.AUTOAUGMENT=True", "{} + AutoAugment"
+#: the AutoAugment override (torchvision's CIFAR-10 policy, the paper's Table 6)
+AA = "DATA.AUTOAUGMENT=True"
+#: LumiNet's CIFAR-100 weight (alpha 75) scaled by sqrt(C / 100) for the folder set's 8 classes:
+#: the weight whose push against the cross-entropy equals CIFAR-100's
+#: (benchmarks/luminet_scale.py)
+ROOT_C_WEIGHT = round(5625.0 * (8 / 100) ** 0.5, 1)
 
 
 HARD = "digits_hard (every image occluded and noised)"
@@ -89,10 +94,15 @@ SETS = {
         "random-resized-crop and flip augmentation)",
         "the hard set's configs unchanged but for `DATA.NAME folder`, `DATA.ROOT` and "
         "`DATA.INPUT_SIZE 16`; LumiNet at the CIFAR-100 recipe's weight 5625 and T 8; KD and "
-        "LumiNet also with `DATA.AUTOAUGMENT True`",
+        "LumiNet also with `DATA.AUTOAUGMENT True`, and LumiNet at the weight × √(C / 100) "
+        "that keeps CIFAR-100's balance against the cross-entropy",
         "cls_new",
         data="folder8",
-        augmented=("KD", "LumiNet"),
+        variants=(
+            ("KD + AutoAugment", "KD", (AA,)),
+            ("LumiNet + AutoAugment", "LumiNet", (AA,)),
+            (f"LumiNet, weight {ROOT_C_WEIGHT:g}", "LumiNet", (f"METHOD.WEIGHT={ROOT_C_WEIGHT}",)),
+        ),
     ),
 }
 #: the folder set's size in pixels and class count
@@ -173,8 +183,8 @@ class PairedClassification:
         return lines + paired_lines(top1, "LumiNet", "top-1 points") + self._augment_lines(top1)
 
     def _augment_lines(self, top1: Dict[str, List[float]]) -> List[str]:
-        """Markdown: each augmented method with AutoAugment minus without, per seed."""
-        pairs = [(m, AA_LABEL.format(m)) for m in SETS[self.key].augmented]
+        """Markdown: each method with AutoAugment minus without, per seed."""
+        pairs = [(m, label) for label, m, extra in SETS[self.key].variants if extra == (AA,)]
         pairs = [(m, a) for m, a in pairs if m in top1 and a in top1]
         if not pairs:
             return []
@@ -222,7 +232,7 @@ def run(
             continue
         metrics[name] = []
         for seed in range(seeds):
-            out = os.path.join(work, s.folder, name.replace(" ", "_"), f"seed{seed}")
+            out = os.path.join(work, s.folder, re.sub(r"[^\w.+-]+", "_", name), f"seed{seed}")
             overrides = [f"OUTPUT_DIR={out}", f"SEED={seed}", f"MODEL.TEACHER_WEIGHTS={teacher}"]
             overrides += data + extra
             config = os.path.join(CONFIGS, file)

@@ -65,7 +65,7 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     aa = ("KD + AutoAugment", "LumiNet + AutoAugment")
     assert {(r["set"], r["method"]) for r in cls} == {("clshard", m) for m in hard} | {
         (s, m) for s in ("clsvit", "clsnew") for m in three
-    } | {("clsnew", m) for m in aa}
+    } | {("clsnew", m) for m in (*aa, "LumiNet, weight 1591")}
     assert "| LumiNet | " in md.split("AutoAugment on minus off, per seed")[1]
     new = [r for r in cls if r["set"] == "clsnew"]
     assert all(
