@@ -90,8 +90,9 @@ SETS = {
         {k: FILES[k] for k in ("student alone", "KD", "LumiNet")},
         "resnet8",
         "an 8-class image-folder set the recipes were not chosen for (scikit-learn's digits 0-7, "
-        "clean, as 16-px PNG files in class folders, read through `DATA.NAME: folder` with its "
-        "random-resized-crop and flip augmentation)",
+        "clean, as 16-px PNG files in class folders written by `digit_folders` of "
+        "benchmarks/cls_paired.py, read through `DATA.NAME: folder` with its random-resized-crop "
+        "and flip augmentation)",
         "the hard set's configs unchanged but for `DATA.NAME folder`, `DATA.ROOT` and "
         "`DATA.INPUT_SIZE 16`; LumiNet at the CIFAR-100 recipe's weight 5625 and T 8; KD and "
         "LumiNet also with `DATA.AUTOAUGMENT True`, and LumiNet at the weight × √(C / 100) "
