@@ -21,8 +21,8 @@ from .common import (
     cls_teacher,
     log,
     mean_std,
-    paired,
     paired_lines,
+    paired_row,
     quick_cls,
     rel,
     train_cls,
@@ -66,12 +66,15 @@ class ClsSet(NamedTuple):
         return plain + [(label, self.files[m], list(extra)) for label, m, extra in self.variants]
 
 
+#: the folder set's size in pixels and class count
+FOLDER_SIZE, FOLDER_CLASSES = 16, 8
+
 #: the AutoAugment override (torchvision's CIFAR-10 policy, the paper's Table 6)
 AA = "DATA.AUTOAUGMENT=True"
 #: LumiNet's CIFAR-100 weight (alpha 75) scaled by sqrt(C / 100) for the folder set's 8 classes:
 #: the weight whose push against the cross-entropy equals CIFAR-100's
 #: (benchmarks/luminet_scale.py)
-ROOT_C_WEIGHT = round(5625.0 * (8 / 100) ** 0.5, 1)
+ROOT_C_WEIGHT = round(5625.0 * (FOLDER_CLASSES / 100) ** 0.5, 1)
 
 
 HARD = "digits_hard (every image occluded and noised)"
@@ -106,8 +109,6 @@ SETS = {
         ),
     ),
 }
-#: the folder set's size in pixels and class count
-FOLDER_SIZE, FOLDER_CLASSES = 16, 8
 
 
 def digit_folders(
@@ -197,12 +198,7 @@ class PairedClassification:
             "|---|---|---|---|",
         ]
         for plain, strong in pairs:
-            diff = [a - b for a, b in zip(top1[strong], top1[plain])]
-            p = paired(diff)
-            lines.append(
-                f"| {plain} | {p['mean']:+.2f} | [{p['mean'] - p['half']:+.2f}, "
-                f"{p['mean'] + p['half']:+.2f}] | {sum(d > 0 for d in diff)} of {len(diff)} |"
-            )
+            lines.append(paired_row(plain, [a - b for a, b in zip(top1[strong], top1[plain])]))
         return lines + [""]
 
     def chart(self):

@@ -105,16 +105,19 @@ def paired_lines(values: Dict[str, List[float]], reference: str, what: str) -> L
         "|---|---|---|---|",
     ]
     for name, vals in values.items():
-        if name == reference:
-            continue
-        diff = [a - b for a, b in zip(values[reference], vals)]
-        p = paired(diff)
-        wins = sum(d > 0 for d in diff)
-        lines.append(
-            f"| {name} | {p['mean']:+.2f} | [{p['mean'] - p['half']:+.2f}, "
-            f"{p['mean'] + p['half']:+.2f}] | {wins} of {len(diff)} |"
-        )
+        if name != reference:
+            lines.append(paired_row(name, [a - b for a, b in zip(values[reference], vals)]))
     return lines + [""]
+
+
+def paired_row(name: str, diff: List[float]) -> str:
+    """A markdown row ``| name | mean | [low, high] | k of n |`` of per-seed differences: their
+    mean, 95 % t-interval and the seeds where the difference is positive."""
+    p = paired(diff)
+    return (
+        f"| {name} | {p['mean']:+.2f} | [{p['mean'] - p['half']:+.2f}, "
+        f"{p['mean'] + p['half']:+.2f}] | {sum(d > 0 for d in diff)} of {len(diff)} |"
+    )
 
 
 def fmt(s: Dict[str, float], scale: float = 1.0, digits: int = 2) -> str:

@@ -140,12 +140,9 @@ def main(argv=None):
         sections.append(stats)
     if "cls" in run:
         sections.append(classification.run(args.seeds, args.quick, work))
-    if "clshard" in run:
-        sections.append(cls_paired.run(args.paired_seeds, args.quick, work, args.methods))
-    if "clsvit" in run:
-        sections.append(cls_paired.run(args.seeds, args.quick, work, args.methods, "clsvit"))
-    if "clsnew" in run:
-        sections.append(cls_paired.run(args.seeds, args.quick, work, args.methods, "clsnew"))
+    for key in (k for k in cls_paired.SETS if k in run):  # clshard, clsvit, clsnew
+        seeds = args.paired_seeds if key == "clshard" else args.seeds
+        sections.append(cls_paired.run(seeds, args.quick, work, args.methods, key))
     if "sweeps" in run:
         sweep = sweeps.run(args.seeds, args.quick, work)
         sweep.figure = f"{name}-sweeps.png"
