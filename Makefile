@@ -2,6 +2,9 @@
 # (scripts/setup.sh: .venv with torch, torchvision, detectron2 and luminet_det).
 PY := .venv/bin/python
 PYTEST_ARGS ?= -q
+# one test worker per core, at most 4 (pytest-xdist; each worker computes on one thread);
+# PYTEST_WORKERS=0 runs the tests in this process
+PYTEST_WORKERS ?= auto
 
 .PHONY: setup demo test bench lint format clean-env
 
@@ -12,7 +15,7 @@ demo: setup
 	$(PY) tools/demo.py
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS) tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --maxprocesses 4 $(PYTEST_ARGS) tests
 
 bench: setup
 	$(PY) benchmarks/run.py

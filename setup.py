@@ -29,7 +29,7 @@ setup(
         "timm",
     ],
     extras_require={
-        "dev": ["pytest", "black", "isort", "build"],
+        "dev": ["pytest", "pytest-xdist", "black", "isort", "build"],
         # luminet-export --format onnx
         "onnx": ["onnx", "onnxruntime"],
     },

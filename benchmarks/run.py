@@ -7,9 +7,9 @@ and the teacher's share; the peak memory that 3 steps add. Accuracy, through
 tools/train_net.py: the built-in detection set with paired seeds for the paper's Faster R-CNN
 pair (every method; `det`), Mask R-CNN (`mask`), a Cascade teacher for a Faster R-CNN student
 (`cascade`) and RetinaNet (`retinanet`); LumiNet's STATS modes in 2 processes; the built-in
-classification sets; KD's and LumiNet's sensitivity to the batch size and the temperature
-(`sweeps`). Every method gets the same hyper-parameter budget: one trial, the
-shipped config, never tuned on the validation set.
+classification sets; transfer by linear probing of the students' features (`probe`); KD's and
+LumiNet's sensitivity to the batch size and the temperature (`sweeps`). Every method gets the
+same hyper-parameter budget: one trial, the shipped config, never tuned on the validation set.
 
 Results go to benchmarks/results/<name>.md and <name>.png. `--quick` runs everything at toy
 sizes (used by the tests).
@@ -34,6 +34,7 @@ from benchmarks import (  # noqa: E402
     cls_paired,
     det_paired,
     loss_cost,
+    probe,
     report,
     stats_modes,
     step_cost,
@@ -52,6 +53,7 @@ SECTIONS = [
     "clshard",
     "clsvit",
     "clsnew",
+    "probe",
     "sweeps",
 ]
 
@@ -143,6 +145,8 @@ def main(argv=None):
     for key in (k for k in cls_paired.SETS if k in run):  # clshard, clsvit, clsnew
         seeds = args.paired_seeds if key == "clshard" else args.seeds
         sections.append(cls_paired.run(seeds, args.quick, work, args.methods, key))
+    if "probe" in run:
+        sections.append(probe.run(args.seeds, args.quick, work))
     if "sweeps" in run:
         sweep = sweeps.run(args.seeds, args.quick, work)
         sweep.figure = f"{name}-sweeps.png"

@@ -39,6 +39,7 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         "hard built-in classification set, resnet8 student, paired seeds",
         "hard built-in classification set, PVTv2-B0 (32 px; the teacher sees 16 px) student",
         "an unseen image-folder set, resnet8 student, paired seeds",
+        "Transfer: linear probing, clean built-in digits → hard set",
     ):
         assert section in md, section
     for row in (
@@ -59,7 +60,7 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     assert os.path.getsize(tmp_path / "q.png") > 1000
     assert "LumiNet minus each method, per seed (mask AP points)" in md
     runs = json.load(open(tmp_path / "q.runs.json"))["runs"]
-    cls = [r for r in runs if "group" not in r and "sweep" not in r]
+    cls = [r for r in runs if "group" not in r and "sweep" not in r and r["set"] != "probe"]
     hard = {"student alone", "KD", "DKD", "logitstd", "DIST", "LumiNet"}
     three = ("student alone", "KD", "LumiNet")
     aa = ("KD + AutoAugment", "LumiNet + AutoAugment")
@@ -73,6 +74,14 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     )
     assert {r["method"] for r in new if "DATA.AUTOAUGMENT=True" in r["command"]} == set(aa)
     assert all(r["command"].startswith("python -m luminet_det.cls train --config") for r in cls)
+    # transfer: each student trained on the clean digits, then its last.pth probed on the hard set
+    probes = [r for r in runs if r.get("set") == "probe"]
+    assert {r["method"] for r in probes} == set(three)
+    probe_cmd = "python -m luminet_det.cls probe --config configs/Digits-Classification/probe_"
+    for r in probes:
+        assert r["probe_command"].startswith(probe_cmd) and "/last.pth" in r["probe_command"]
+        assert 0.0 <= r["probe_top1"] <= 100.0
+    assert "| teacher resnet56 |" in md.split("Transfer: linear probing")[1]
     det = {(r["group"], r["method"]) for r in runs if "group" in r}
     methods = {"student alone", "KD", "DKD", "logitstd", "DIST", "LumiNet", "LumiNet+ReviewKD"}
     assert det == {("det", m) for m in methods} | {
@@ -131,6 +140,26 @@ def test_paired_interval_by_hand():
     p = paired([1.0, 2.0, 3.0])
     assert p["mean"] == 2.0 and p["half"] == pytest.approx(4.303 / 3**0.5)
     assert paired([0.5])["half"] != paired([0.5])["half"]  # one seed: no interval (nan)
+
+
+def test_probe_table_takes_luminet_minus_each_method_per_seed():
+    from benchmarks.probe import LinearProbe
+
+    def rows(*probe):
+        return [{"source_top1": 95.0, "probe_top1": p} for p in probe]
+
+    table = LinearProbe(
+        {"student alone": rows(60.0, 64.0), "KD": rows(70.0, 68.0), "LumiNet": rows(70.0, 66.0)},
+        {"source_top1": 98.0, "probe_top1": 75.0},
+    )
+    md = "\n".join(table.markdown())
+    assert "| teacher resnet56 | 98.0 | 75.0 | |" in md
+    assert "| LumiNet | 95.0 ± 0.0 | 68.0 ± 2.8 | 70.0, 66.0 |" in md
+    # LumiNet - alone per seed: 10, 2 -> mean 6, sample std 5.657, half = 12.706 * 5.657 / sqrt 2
+    assert "| student alone | +6.00 | [-44.82, +56.82] | 2 of 2 |" in md
+    # LumiNet - KD per seed: 0, -2 -> no seed where LumiNet is higher (a tie is not a win)
+    assert "| KD | -1.00 | [-13.71, +11.71] | 0 of 2 |" in md
+    assert table.chart()[1]["KD"] == [70.0, 68.0]
 
 
 def test_a_group_refuses_a_teacher_below_its_student_alone():

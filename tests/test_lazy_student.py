@@ -46,7 +46,9 @@ def env(digits, tmp_path):
 
 
 def _training_rows(tmp_path):
-    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.json")]
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.json").read_text().splitlines()
+    ]
     return [r for r in rows if "total_loss" in r]  # not the final evaluation's row
 
 

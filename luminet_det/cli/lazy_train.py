@@ -81,6 +81,8 @@ def do_train(args, cfg):
             )
     model = build_lazy_model(cfg)
     model.to(cfg.train.device)
+    if args.check_teacher and "distill" in cfg:  # before the writers open their files
+        check_teachers(cfg, model, args.min_teacher_ap)
     cfg.optimizer.params.model = model  # detectron2's param groups skip frozen parameters
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
@@ -113,8 +115,6 @@ def do_train(args, cfg):
             ),
         ]
     )
-    if args.check_teacher and "distill" in cfg:
-        check_teachers(cfg, model, args.min_teacher_ap)
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
     trainer.train(start, cfg.train.max_iter)
