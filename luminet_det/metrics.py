@@ -117,7 +117,8 @@ def _all_gather_rows(t: torch.Tensor, distributed: bool) -> torch.Tensor:
 def classification_report(
     logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, *, distributed: bool = False
 ) -> Dict[str, float]:
-    """top1, top5, ece, mce, fpr95 (all percent) of a set of logits.
+    """top1, top5, ece, mce, fpr95 and confidence (the mean top probability: above top1 an
+    over-confident model, below it an under-confident one; all percent) of a set of logits.
 
     Args:
         logits (Tensor): (N, C) logits (on the CPU; moved there otherwise).
@@ -169,7 +170,7 @@ def classification_report(
     n = sums[0].item()
     if n == 0:
         nan = float("nan")
-        return {"top1": nan, "top5": nan, "ece": nan, "mce": nan, "fpr95": nan}
+        return {"top1": nan, "top5": nan, "ece": nan, "mce": nan, "fpr95": nan, "confidence": nan}
     counts = sums[3 : 3 + n_bins]
     nonzero = counts > 0
     acc = torch.where(nonzero, sums[3 + n_bins : 3 + 2 * n_bins] / counts.clamp_min(1), 0.0)
@@ -184,4 +185,5 @@ def classification_report(
         "ece": 100.0 * float((counts * gap).sum() / counts.sum()),
         "mce": 100.0 * float(gap[nonzero].max()),
         "fpr95": 100.0 * float(fprs.mean()) if len(fprs) else float("nan"),
+        "confidence": 100.0 * float(sums[3 + 2 * n_bins :].sum()) / n,
     }

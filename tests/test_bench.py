@@ -213,3 +213,29 @@ def test_luminet_push_against_cross_entropy_falls_as_one_over_root_c():
     ratio_many = many["grad_rms"] / many["ce_grad_rms"] * 1000**0.5
     assert ratio_few == pytest.approx(ratio_many, rel=0.05)
     assert few["grad_rms"] * 8 == pytest.approx(many["grad_rms"] * 1000, rel=0.05)
+
+
+def test_confidence_rereads_the_final_students_of_a_runs_file(tmp_path, root_dir):
+    from benchmarks.common import train_cls
+    from benchmarks.confidence import config_and_overrides, main
+
+    config = "configs/Digits-Classification/ce_resnet8.yaml"
+    out = tmp_path / "run"
+    overrides = [f"OUTPUT_DIR={out}", "SEED=0", "SOLVER.EPOCHS=1", "SOLVER.LR_STEPS=[1]"]
+    top1 = train_cls(os.path.join(root_dir, config), overrides, quick=False)["top1"]
+    command = f"python -m luminet_det.cls train --config {config} " + " ".join(overrides)
+    assert config_and_overrides(command) == (os.path.join(root_dir, config), overrides)
+    run = {"method": "student alone", "seed": 0, "command": command, "top1": top1}
+    runs = tmp_path / "x.runs.json"
+    runs.write_text(json.dumps({"runs": [run]}))
+    main([str(runs)])
+    row = json.loads((tmp_path / "x-confidence.runs.json").read_text())["runs"][0]
+    assert row["top1"] == top1 and 10.0 <= row["confidence"] <= 100.0  # 10 classes
+    gap = row["confidence"] - row["top1"]
+    assert f"| {gap:.1f} |" in (tmp_path / "x-confidence.md").read_text()
+    # a folder that holds another run's student is refused, not reported
+    runs.write_text(json.dumps({"runs": [dict(run, top1=top1 + 1.0)]}))
+    with pytest.raises(RuntimeError, match="another run's student"):
+        main([str(runs)])
+    with pytest.raises(ValueError, match="Not a luminet_det.cls train command"):
+        config_and_overrides("python tools/train_net.py --config-file x.yaml")

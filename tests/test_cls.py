@@ -88,6 +88,17 @@ def test_ece_mce_by_hand():
     assert ece == pytest.approx(42.5) and mce == pytest.approx(45.0)
 
 
+def test_report_confidence_says_over_or_under_confident_by_hand():
+    from luminet_det.metrics import classification_report
+
+    # the same four rows as logits (log-probabilities): top probabilities 0.9, 0.9, 0.55, 0.55
+    probs = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.55, 0.45], [0.45, 0.55]])
+    report = classification_report(probs.log(), torch.tensor([0, 1, 0, 1]))
+    # mean confidence 72.5 % against 75 % top-1: slightly under-confident; ECE as above
+    assert report["confidence"] == pytest.approx(72.5) and report["top1"] == 75.0
+    assert report["ece"] == pytest.approx(42.5)
+
+
 def test_fpr95_by_hand():
     # class 0: positives score [0.9, 0.8, 0.7, 0.2]; ceil(0.95 * 4) = 4 -> threshold 0.2;
     # negatives' class-0 scores [0.1, 0.3] -> FPR 1/2.

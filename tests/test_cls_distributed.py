@@ -58,7 +58,7 @@ def test_two_process_training_evaluates_shards_and_equals_one_process_evaluation
     assert [r["epoch"] for r in rows] == [1]
     single = evaluate_checkpoint(_cfg(tmp_path), str(tmp_path / "best.pth"))
     assert rows[0]["top1"] == single["top1"] and rows[0]["top5"] == single["top5"]
-    for key in ("ece", "mce", "fpr95"):
+    for key in ("ece", "mce", "fpr95", "confidence"):
         assert rows[0][key] == pytest.approx(single[key], rel=1e-9, abs=1e-9), key
 
 
@@ -82,7 +82,7 @@ def test_distributed_report_with_unequal_and_empty_shards_equals_the_whole_set(t
     for rank in range(3):
         got = torch.load(tmp_path / f"report{rank}.pt")
         assert got["top1"] == whole["top1"] and got["top5"] == whole["top5"]
-        for key in ("ece", "mce", "fpr95"):
+        for key in ("ece", "mce", "fpr95", "confidence"):
             assert got[key] == pytest.approx(whole[key], rel=1e-12), key
 
 
