@@ -71,10 +71,17 @@ FOLDER_SIZE, FOLDER_CLASSES = 16, 8
 
 #: the AutoAugment override (torchvision's CIFAR-10 policy, the paper's Table 6)
 AA = "DATA.AUTOAUGMENT=True"
-#: LumiNet's CIFAR-100 weight (alpha 75) scaled by sqrt(C / 100) for the folder set's 8 classes:
-#: the weight whose push against the cross-entropy equals CIFAR-100's
-#: (benchmarks/luminet_scale.py)
-ROOT_C_WEIGHT = round(5625.0 * (FOLDER_CLASSES / 100) ** 0.5, 1)
+
+
+def root_c_weight(classes: int) -> float:
+    """LumiNet's CIFAR-100 weight (alpha 75) scaled by sqrt(C / 100) for ``classes`` classes:
+    the weight whose push against the cross-entropy equals CIFAR-100's
+    (benchmarks/luminet_scale.py)."""
+    return round(5625.0 * (classes / 100) ** 0.5, 1)
+
+
+#: the folder set's (8 classes) and the hard set's (10 classes)
+ROOT_C_WEIGHT, HARD_ROOT_C_WEIGHT = root_c_weight(FOLDER_CLASSES), root_c_weight(10)
 
 
 HARD = "digits_hard (every image occluded and noised)"
@@ -86,8 +93,15 @@ SETS = {
         "PVTv2-B0 (32 px; the teacher sees 16 px)",
         HARD,
         "Table 7's AdamW / cosine recipe over 20 epochs, the resnet8 student's KD and LumiNet "
-        "values",
+        "values; LumiNet also at the weight × √(C / 100)",
         "cls_vit",
+        variants=(
+            (
+                f"LumiNet, weight {HARD_ROOT_C_WEIGHT:g}",
+                "LumiNet",
+                (f"METHOD.WEIGHT={HARD_ROOT_C_WEIGHT}",),
+            ),
+        ),
     ),
     "clsnew": ClsSet(
         {k: FILES[k] for k in ("student alone", "KD", "LumiNet")},
@@ -171,14 +185,17 @@ class PairedClassification:
             "",
             f"Teacher wrn_40_2: top-1 {self.teacher['top1']:.2f} %, ECE {self.teacher['ece']:.2f}.",
             "",
-            "| model | top-1 (%) | ECE (%) | FPR95 (%) | per seed top-1 |",
-            "|---|---|---|---|---|",
+            "| model | top-1 (%) | ECE (%) | mean confidence − top-1 | FPR95 (%) | "
+            "per seed top-1 |",
+            "|---|---|---|---|---|---|",
         ]
         for name, rows in self.metrics.items():
             top1 = [r["top1"] for r in rows]
+            gap = [r.get("confidence", float("nan")) - r["top1"] for r in rows]
             lines.append(
                 f"| {name} | {mean_std(top1)} | {mean_std([r['ece'] for r in rows])} | "
-                f"{mean_std([r['fpr95'] for r in rows])} | {', '.join(f'{x:.1f}' for x in top1)} |"
+                f"{mean_std(gap)} | {mean_std([r['fpr95'] for r in rows])} | "
+                f"{', '.join(f'{x:.1f}' for x in top1)} |"
             )
         lines.append("")
         top1 = {name: [r["top1"] for r in rows] for name, rows in self.metrics.items()}
@@ -234,7 +251,7 @@ def run(
             overrides += data + extra
             config = os.path.join(CONFIGS, file)
             r = train_cls(config, overrides, quick)
-            row = {k: r[k] for k in ("top1", "ece", "fpr95")}
+            row = {k: r[k] for k in ("top1", "ece", "fpr95", "confidence")}
             metrics[name].append(row)
             # the command as it runs from the repository (paths relative to it)
             args = [f"{k}={rel(v)}" for k, v in (o.split("=", 1) for o in overrides)]

@@ -66,8 +66,11 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     aa = ("KD + AutoAugment", "LumiNet + AutoAugment")
     assert {(r["set"], r["method"]) for r in cls} == {("clshard", m) for m in hard} | {
         (s, m) for s in ("clsvit", "clsnew") for m in three
-    } | {("clsnew", m) for m in (*aa, "LumiNet, weight 1591")}
+    } | {("clsnew", m) for m in (*aa, "LumiNet, weight 1591")} | {
+        ("clsvit", "LumiNet, weight 1778.8")
+    }
     assert "| LumiNet | " in md.split("AutoAugment on minus off, per seed")[1]
+    assert "| model | top-1 (%) | ECE (%) | mean confidence − top-1 | FPR95 (%) |" in md
     new = [r for r in cls if r["set"] == "clsnew"]
     assert all(
         "DATA.NAME=folder" in r["command"] and "DATA.INPUT_SIZE=16" in r["command"] for r in new
