@@ -18,6 +18,7 @@ import sys
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from benchmarks.common import ROOT, mean_std  # noqa: E402
 from benchmarks.report import header  # noqa: E402
+from benchmarks.results_io import command_line  # noqa: E402
 
 
 def config_and_overrides(command: str):
@@ -79,7 +80,7 @@ def main(argv=None):
     with open(stem + ".md", "w") as f:
         f.write("\n".join(lines + [""]))
     with open(stem + ".runs.json", "w") as f:
-        json.dump({"command": " ".join(["python"] + sys.argv), "runs": rows}, f, indent=1)
+        json.dump({"command": command_line(), "runs": rows}, f, indent=1)
     print(open(stem + ".md").read())
 
 

@@ -7,12 +7,11 @@ import datetime
 import os
 import platform
 import statistics
-import sys
 from typing import List, Sequence
 
 import torch
 
-from .results_io import commit
+from .results_io import command_line, commit
 from .stats_modes import COLORS as STATS_COLORS
 
 
@@ -25,7 +24,7 @@ def header(title: str, elapsed: float) -> List[str]:
         f"- machine: {platform.node()}, {os.cpu_count()} cores, {cpu}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
         f"- commit: {commit()}",
-        f"- command: `{' '.join(['python'] + sys.argv)}`",
+        f"- command: `{command_line()}`",
         f"- wall time: {elapsed / 60:.1f} min",
         "",
     ]
@@ -48,7 +47,7 @@ def write_runs(path: str, sections: Sequence) -> None:
     runs = [r for s in sections for r in getattr(s, "run_records", [])]
     if runs:
         with open(path, "w") as f:
-            json.dump({"command": " ".join(["python"] + sys.argv), "runs": runs}, f, indent=1)
+            json.dump({"command": command_line(), "runs": runs}, f, indent=1)
 
 
 def _bar_color(name: str) -> str:

@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
+import sys
 from typing import Dict, List, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def command_line() -> str:
+    """This process's command line, quoted so that it can be pasted back into a shell."""
+    return shlex.join(["python", *sys.argv])
 
 
 def commit() -> str:

@@ -242,3 +242,15 @@ def test_confidence_rereads_the_final_students_of_a_runs_file(tmp_path, root_dir
         main([str(runs)])
     with pytest.raises(ValueError, match="Not a luminet_det.cls train command"):
         config_and_overrides("python tools/train_net.py --config-file x.yaml")
+
+
+def test_results_files_quote_the_command_so_it_can_be_pasted(monkeypatch):
+    import shlex
+
+    from benchmarks.results_io import command_line
+
+    argv = ["benchmarks/run.py", "--methods", "LumiNet, weight 1778.8", "--name", "x"]
+    monkeypatch.setattr(sys, "argv", argv)
+    line = command_line()
+    assert line == "python benchmarks/run.py --methods 'LumiNet, weight 1778.8' --name x"
+    assert shlex.split(line)[1:] == argv
