@@ -96,7 +96,8 @@ class LinearProbe:
 
 def run(seeds: int, quick: bool, work: str) -> LinearProbe:
     """Train the students (and the teacher, unless it is in ``work``) for ``seeds`` paired
-    seeds and probe each final student (``last.pth``) and the teacher on the hard set."""
+    seeds and probe each final student (``last.pth``) and the teacher (its ``best.pth``, the
+    file students are distilled from) on the hard set."""
     folder = os.path.join(work, "cls_probe")
     teacher, t_metrics = cls_teacher(
         os.path.join(CONFIGS, TEACHER), os.path.join(folder, "teacher"), quick, "probe"
