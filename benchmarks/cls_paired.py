@@ -18,12 +18,12 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .common import (
     ROOT,
+    cls_command,
     cls_teacher,
     log,
     mean_std,
     paired_lines,
     paired_row,
-    quick_cls,
     rel,
     train_cls,
 )
@@ -191,7 +191,7 @@ class PairedClassification:
         ]
         for name, rows in self.metrics.items():
             top1 = [r["top1"] for r in rows]
-            gap = [r.get("confidence", float("nan")) - r["top1"] for r in rows]
+            gap = [r["confidence"] - r["top1"] for r in rows]
             lines.append(
                 f"| {name} | {mean_std(top1)} | {mean_std([r['ece'] for r in rows])} | "
                 f"{mean_std(gap)} | {mean_std([r['fpr95'] for r in rows])} | "
@@ -253,17 +253,13 @@ def run(
             r = train_cls(config, overrides, quick)
             row = {k: r[k] for k in ("top1", "ece", "fpr95", "confidence")}
             metrics[name].append(row)
-            # the command as it runs from the repository (paths relative to it)
-            args = [f"{k}={rel(v)}" for k, v in (o.split("=", 1) for o in overrides)]
-            args += quick_cls(quick)
             runs.append(
                 {
                     "set": key,
                     "method": name,
                     "seed": seed,
                     "config": rel(config),
-                    "command": f"python -m luminet_det.cls train --config {rel(config)} "
-                    + " ".join(args),
+                    "command": cls_command(config, overrides, quick),
                     **row,
                 }
             )

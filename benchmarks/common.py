@@ -388,6 +388,18 @@ def quick_cls(quick: bool) -> List[str]:
     ]
 
 
+def cls_command(
+    config: str, overrides: Sequence[str], quick: bool, action: str = "train", checkpoint: str = ""
+) -> str:
+    """The ``python -m luminet_det.cls`` command of one run (``action`` ``train`` with
+    :func:`quick_cls`'s overrides when ``quick``, or ``probe`` of ``checkpoint``), as it runs
+    from the repository (paths relative to it)."""
+    head = f"python -m luminet_det.cls {action} --config {rel(config)}"
+    head += f" --checkpoint {rel(checkpoint)}" if checkpoint else ""
+    args = [f"{k}={rel(v)}" for k, v in (o.split("=", 1) for o in overrides)]
+    return " ".join([head, *args, *(quick_cls(quick) if action == "train" else [])])
+
+
 def train_cls(config: str, overrides: Sequence[str], quick: bool) -> Dict[str, float]:
     """Train one luminet_det.cls run (``config`` with ``overrides``) and return its final
     validation metrics."""

@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import sys
+import time
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from benchmarks.common import ROOT, mean_std  # noqa: E402
@@ -45,10 +46,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", help="a benchmarks/results/<name>.runs.json")
     args = parser.parse_args(argv)
-    import time
-
+    if not args.runs.endswith(".runs.json"):
+        parser.error(f"{args.runs!r} is not a results runs file: pass a <name>.runs.json")
     start = time.time()
-    runs = [r for r in json.load(open(args.runs))["runs"] if "command" in r and "top1" in r]
+    with open(args.runs) as f:
+        runs = [r for r in json.load(f)["runs"] if "command" in r and "top1" in r]
     rows = []
     for r in runs:
         m = measure(r)
@@ -81,7 +83,7 @@ def main(argv=None):
         f.write("\n".join(lines + [""]))
     with open(stem + ".runs.json", "w") as f:
         json.dump({"command": command_line(), "runs": rows}, f, indent=1)
-    print(open(stem + ".md").read())
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -12,9 +12,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
-from .common import ROOT, cls_teacher, log, mean_std, paired_lines, quick_cls, rel, train_cls
+from .common import (
+    ROOT,
+    cls_command,
+    cls_teacher,
+    log,
+    mean_std,
+    paired_lines,
+    rel,
+    train_cls,
+)
 
 CONFIGS = os.path.join(ROOT, "configs", "Digits-Classification")
 TEACHER = "teacher_resnet56.yaml"
@@ -32,22 +41,16 @@ def quick_probe(quick: bool) -> List[str]:
     return ["PROBE.EPOCHS=2"] if quick else []
 
 
-def probe(checkpoint: str, out_dir: str, seed: int, quick: bool) -> Dict[str, float]:
-    """The probe's result (``top1`` on the hard set's validation split, ...) of ``checkpoint``."""
+def probe(checkpoint: str, out_dir: str, seed: int, quick: bool) -> Tuple[Dict[str, float], str]:
+    """The probe's result (``top1`` on the hard set's validation split, ...) of ``checkpoint``,
+    and its command line as it runs from the repository."""
     from luminet_det.cls import load_config
     from luminet_det.cls.probe import probe_checkpoint
 
+    config = os.path.join(CONFIGS, PROBE)
     overrides = [f"OUTPUT_DIR={out_dir}", f"SEED={seed}", *quick_probe(quick)]
-    return probe_checkpoint(load_config(os.path.join(CONFIGS, PROBE), overrides), checkpoint)
-
-
-def probe_command(checkpoint: str, out_dir: str, seed: int, quick: bool) -> str:
-    """The probe's command line, as it runs from the repository."""
-    args = [f"OUTPUT_DIR={rel(out_dir)}", f"SEED={seed}", *quick_probe(quick)]
-    return (
-        f"python -m luminet_det.cls probe --config {rel(os.path.join(CONFIGS, PROBE))} "
-        f"--checkpoint {rel(checkpoint)} " + " ".join(args)
-    )
+    result = probe_checkpoint(load_config(config, overrides), checkpoint)
+    return result, cls_command(config, overrides, quick, "probe", checkpoint)
 
 
 @dataclass
@@ -102,7 +105,7 @@ def run(seeds: int, quick: bool, work: str) -> LinearProbe:
     teacher, t_metrics = cls_teacher(
         os.path.join(CONFIGS, TEACHER), os.path.join(folder, "teacher"), quick, "probe"
     )
-    t_probe = probe(teacher, os.path.join(folder, "teacher", "probe"), 0, quick)
+    t_probe, _ = probe(teacher, os.path.join(folder, "teacher", "probe"), 0, quick)
     log(f"probe: teacher, probe top-1 {t_probe['top1']:.2f}")
     metrics, runs = {}, []
     for name, file in FILES.items():
@@ -112,20 +115,19 @@ def run(seeds: int, quick: bool, work: str) -> LinearProbe:
             overrides = [f"OUTPUT_DIR={out}", f"SEED={seed}", f"MODEL.TEACHER_WEIGHTS={teacher}"]
             config = os.path.join(CONFIGS, file)
             r = train_cls(config, overrides, quick)
-            last = os.path.join(out, "last.pth")
-            p = probe(last, os.path.join(out, "probe"), seed, quick)
+            p, probe_cmd = probe(
+                os.path.join(out, "last.pth"), os.path.join(out, "probe"), seed, quick
+            )
             row = {"source_top1": r["top1"], "probe_top1": p["top1"]}
             metrics[name].append(row)
-            args = [f"{k}={rel(v)}" for k, v in (o.split("=", 1) for o in overrides)]
             runs.append(
                 {
                     "set": "probe",
                     "method": name,
                     "seed": seed,
                     "config": rel(config),
-                    "command": f"python -m luminet_det.cls train --config {rel(config)} "
-                    + " ".join(args + quick_cls(quick)),
-                    "probe_command": probe_command(last, os.path.join(out, "probe"), seed, quick),
+                    "command": cls_command(config, overrides, quick),
+                    "probe_command": probe_cmd,
                     **row,
                 }
             )

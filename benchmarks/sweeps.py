@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple
 
 from .cls_paired import CONFIGS, FILES, TEACHER
-from .common import cls_teacher, log, quick_cls, rel, train_cls
+from .common import cls_command, cls_teacher, log, rel, train_cls
 
 METHODS = ("KD", "LumiNet")
 BATCHES = (8, 16, 32, 64, 128, 256)
@@ -146,8 +146,6 @@ def run(seeds: int, quick: bool, work: str) -> Sweeps:
                 ]
                 r = train_cls(config, opts, quick)
                 top1[sweep][method].setdefault(value, []).append(r["top1"])
-                args = [f"{k}={rel(v)}" for k, v in (o.split("=", 1) for o in opts)]
-                args += quick_cls(quick)
                 records.append(
                     {
                         "sweep": sweep,
@@ -155,8 +153,7 @@ def run(seeds: int, quick: bool, work: str) -> Sweeps:
                         "method": method,
                         "seed": seed,
                         "config": rel(config),
-                        "command": f"python -m luminet_det.cls train --config {rel(config)} "
-                        + " ".join(args),
+                        "command": cls_command(config, opts, quick),
                         "top1": r["top1"],
                         "ece": r["ece"],
                     }

@@ -218,7 +218,7 @@ def test_luminet_push_against_cross_entropy_falls_as_one_over_root_c():
     assert few["grad_rms"] * 8 == pytest.approx(many["grad_rms"] * 1000, rel=0.05)
 
 
-def test_confidence_rereads_the_final_students_of_a_runs_file(tmp_path, root_dir):
+def test_confidence_rereads_the_final_students_of_a_runs_file(tmp_path, root_dir, capsys):
     from benchmarks.common import train_cls
     from benchmarks.confidence import config_and_overrides, main
 
@@ -240,6 +240,9 @@ def test_confidence_rereads_the_final_students_of_a_runs_file(tmp_path, root_dir
     runs.write_text(json.dumps({"runs": [dict(run, top1=top1 + 1.0)]}))
     with pytest.raises(RuntimeError, match="another run's student"):
         main([str(runs)])
+    with pytest.raises(SystemExit):  # argparse's error: not a <name>.runs.json
+        main([str(tmp_path / "x.json")])
+    assert "is not a results runs file: pass a <name>.runs.json" in capsys.readouterr().err
     with pytest.raises(ValueError, match="Not a luminet_det.cls train command"):
         config_and_overrides("python tools/train_net.py --config-file x.yaml")
 
