@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
-from .common import ROOT, cls_teacher, log, mean_std, train_cls
+from .cls_runs import cls_teacher, train_cls
+from .common import ROOT, log, mean_std
 
 CONFIGS = os.path.join(ROOT, "configs", "Digits-Classification")
 FILES = {

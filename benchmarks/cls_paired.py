@@ -16,17 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from .common import (
-    ROOT,
-    cls_command,
-    cls_teacher,
-    log,
-    mean_std,
-    paired_lines,
-    paired_row,
-    rel,
-    train_cls,
-)
+from .cls_runs import cls_command, cls_teacher, train_cls
+from .common import ROOT, log, mean_std, paired_lines, paired_row, rel
 
 CONFIGS = os.path.join(ROOT, "configs", "Digits-Classification-Hard")
 TEACHER = "teacher_wrn_40_2.yaml"

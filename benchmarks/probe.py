@@ -14,16 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-from .common import (
-    ROOT,
-    cls_command,
-    cls_teacher,
-    log,
-    mean_std,
-    paired_lines,
-    rel,
-    train_cls,
-)
+from .cls_runs import cls_command, cls_teacher, train_cls
+from .common import ROOT, log, mean_std, paired_lines, rel
 
 CONFIGS = os.path.join(ROOT, "configs", "Digits-Classification")
 TEACHER = "teacher_resnet56.yaml"

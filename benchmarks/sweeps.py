@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple
 
 from .cls_paired import CONFIGS, FILES, TEACHER
-from .common import cls_command, cls_teacher, log, rel, train_cls
+from .cls_runs import cls_command, cls_teacher, train_cls
+from .common import log, rel
 
 METHODS = ("KD", "LumiNet")
 BATCHES = (8, 16, 32, 64, 128, 256)

@@ -219,7 +219,7 @@ def test_luminet_push_against_cross_entropy_falls_as_one_over_root_c():
 
 
 def test_confidence_rereads_the_final_students_of_a_runs_file(tmp_path, root_dir, capsys):
-    from benchmarks.common import train_cls
+    from benchmarks.cls_runs import train_cls
     from benchmarks.confidence import config_and_overrides, main
 
     config = "configs/Digits-Classification/ce_resnet8.yaml"
