@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple
 
 from .cls_paired import CONFIGS, FILES, TEACHER
-from .cls_runs import cls_command, cls_teacher, train_cls
+from .cls_runs import cls_command, cls_teacher, train_many
 from .common import log, rel
 
 METHODS = ("KD", "LumiNet")
@@ -38,6 +38,7 @@ class Sweeps:
     teacher: Dict[str, float]
     run_records: List[Dict] = field(default_factory=list)
     figure: str = ""  # the plot's file name beside the results, once drawn
+    workers: int = 1  # runs trained at once (one torch thread each when above 1)
 
     def markdown(self) -> List[str]:
         seeds = len(next(iter(self.top1["batch"]["LumiNet"].values())))
@@ -47,7 +48,12 @@ class Sweeps:
             "digits_hard, wrn_40_2 teacher → resnet8, KD and LumiNet at their configs "
             "(`configs/Digits-Classification-Hard`), one value changed at a time; "
             f"{seeds} paired seeds; top-1 (%) mean ± std. Batch sweep: LR × batch / "
-            f"{BASE_BATCH}, same epochs. Temperature sweep: each config's own batch.",
+            f"{BASE_BATCH}, same epochs. Temperature sweep: each config's own batch."
+            + (
+                f" {self.workers} runs at a time, one torch thread each."
+                if self.workers > 1
+                else ""
+            ),
             "",
             f"Teacher wrn_40_2: top-1 {self.teacher['top1']:.2f} %.",
             "",
@@ -123,14 +129,15 @@ def _runs(quick: bool) -> List[Tuple[str, float, List[str]]]:
     return out
 
 
-def run(seeds: int, quick: bool, work: str) -> Sweeps:
+def run(seeds: int, quick: bool, work: str, workers: int = 1) -> Sweeps:
+    """Every point of both sweeps for both methods at ``seeds`` paired seeds; ``workers`` runs
+    at once (:func:`~benchmarks.cls_runs.train_many`)."""
     from luminet_det.cls import load_config
 
     teacher, t_metrics = cls_teacher(
         os.path.join(CONFIGS, TEACHER), os.path.join(work, "cls_hard", "teacher"), quick, "sweeps"
     )
-    top1 = {"batch": {m: {} for m in METHODS}, "tau": {m: {} for m in METHODS}}
-    records = []
+    points = []  # (method, sweep, value, seed, config, overrides)
     for method in METHODS:
         config = os.path.join(CONFIGS, FILES[method])
         base_lr = load_config(config, [f"MODEL.TEACHER_WEIGHTS={teacher}"]).SOLVER.LR
@@ -145,19 +152,27 @@ def run(seeds: int, quick: bool, work: str) -> Sweeps:
                     f"SEED={seed}",
                     f"MODEL.TEACHER_WEIGHTS={teacher}",
                 ]
-                r = train_cls(config, opts, quick)
-                top1[sweep][method].setdefault(value, []).append(r["top1"])
-                records.append(
-                    {
-                        "sweep": sweep,
-                        "value": value,
-                        "method": method,
-                        "seed": seed,
-                        "config": rel(config),
-                        "command": cls_command(config, opts, quick),
-                        "top1": r["top1"],
-                        "ece": r["ece"],
-                    }
-                )
-                log(f"sweeps: {method}, {sweep} {value:g}, seed {seed}: top-1 {r['top1']:.2f}")
-    return Sweeps(top1, t_metrics, records)
+                points.append((method, sweep, value, seed, config, opts))
+
+    def done(i: int, r: Dict[str, float]) -> None:
+        method, sweep, value, seed = points[i][:4]
+        log(f"sweeps: {method}, {sweep} {value:g}, seed {seed}: top-1 {r['top1']:.2f}")
+
+    results = train_many([p[4:] for p in points], quick, workers, done)
+    top1 = {"batch": {m: {} for m in METHODS}, "tau": {m: {} for m in METHODS}}
+    records = []
+    for (method, sweep, value, seed, config, opts), r in zip(points, results):
+        top1[sweep][method].setdefault(value, []).append(r["top1"])  # points are seed-ordered
+        records.append(
+            {
+                "sweep": sweep,
+                "value": value,
+                "method": method,
+                "seed": seed,
+                "config": rel(config),
+                "command": cls_command(config, opts, quick),
+                "top1": r["top1"],
+                "ece": r["ece"],
+            }
+        )
+    return Sweeps(top1, t_metrics, records, workers=workers)

@@ -257,3 +257,31 @@ def test_results_files_quote_the_command_so_it_can_be_pasted(monkeypatch):
     line = command_line()
     assert line == "python benchmarks/run.py --methods 'LumiNet, weight 1778.8' --name x"
     assert shlex.split(line)[1:] == argv
+
+
+def _fake_train(config, overrides, quick):
+    """A stand-in for train_cls: its job's number, and where and on how many threads it ran."""
+    import torch
+
+    if config == "fail":
+        raise RuntimeError("run failed")
+    return {"top1": float(overrides[0]), "threads": torch.get_num_threads(), "pid": os.getpid()}
+
+
+def test_train_many_keeps_the_order_of_the_jobs_and_runs_each_worker_on_one_thread():
+    from benchmarks.cls_runs import train_many
+
+    jobs = [("c", [str(k)]) for k in range(4)]
+    seen = []
+    out = train_many(jobs, False, workers=2, done=lambda i, r: seen.append(i), train=_fake_train)
+    assert [r["top1"] for r in out] == [0.0, 1.0, 2.0, 3.0] and sorted(seen) == [0, 1, 2, 3]
+    assert {r["threads"] for r in out} == {1}
+    pids = {r["pid"] for r in out}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    serial = train_many(jobs, False, workers=1, train=_fake_train)
+    assert [r["top1"] for r in serial] == [0.0, 1.0, 2.0, 3.0]
+    assert {r["pid"] for r in serial} == {os.getpid()}
+    with pytest.raises(RuntimeError, match="run failed"):
+        train_many([("c", ["0"]), ("fail", ["1"])], False, workers=2, train=_fake_train)
+    with pytest.raises(ValueError, match="workers=0: must be at least 1"):
+        train_many(jobs, False, workers=0)
