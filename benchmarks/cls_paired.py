@@ -75,10 +75,33 @@ def root_c_weight(classes: int) -> float:
 ROOT_C_WEIGHT, HARD_ROOT_C_WEIGHT = root_c_weight(FOLDER_CLASSES), root_c_weight(10)
 
 
+def solver_overrides(config: str) -> Tuple[str, ...]:
+    """``SOLVER.KEY=value`` overrides of every key the YAML file ``config`` (under CONFIGS)
+    sets in its own SOLVER node (not its base's): a recipe's optimizer and schedule, to run
+    another student with them."""
+    import yaml
+
+    with open(os.path.join(CONFIGS, config)) as f:
+        solver = yaml.safe_load(f)["SOLVER"]
+    return tuple(f"SOLVER.{k}={v}" for k, v in solver.items())
+
+
+#: the ViT recipe's optimizer and schedule (AdamW, cosine with warm-up), for the resnet8 student
+VIT_SOLVER = solver_overrides("Base-Digits-Hard-ViT.yaml")
+
 HARD = "digits_hard (every image occluded and noised)"
 #: the sections of this module
 SETS = {
-    "clshard": ClsSet(FILES, "resnet8", HARD, "each method's CIFAR-100 recipe", "cls_hard"),
+    "clshard": ClsSet(
+        FILES,
+        "resnet8",
+        HARD,
+        "each method's CIFAR-100 recipe; the student alone, KD and LumiNet also with the ViT "
+        "recipe's optimizer and schedule (AdamW, cosine: "
+        "`configs/Digits-Classification-Hard/Base-Digits-Hard-ViT.yaml`'s SOLVER keys)",
+        "cls_hard",
+        variants=tuple((f"{m}, AdamW", m, VIT_SOLVER) for m in ("student alone", "KD", "LumiNet")),
+    ),
     "clsvit": ClsSet(
         VIT_FILES,
         "PVTv2-B0 (32 px; the teacher sees 16 px)",

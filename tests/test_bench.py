@@ -61,8 +61,8 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     assert "LumiNet minus each method, per seed (mask AP points)" in md
     runs = json.load(open(tmp_path / "q.runs.json"))["runs"]
     cls = [r for r in runs if "group" not in r and "sweep" not in r and r["set"] != "probe"]
-    hard = {"student alone", "KD", "DKD", "logitstd", "DIST", "LumiNet"}
     three = ("student alone", "KD", "LumiNet")
+    hard = {"DKD", "logitstd", "DIST", *three, *(f"{m}, AdamW" for m in three)}
     aa = ("KD + AutoAugment", "LumiNet + AutoAugment")
     assert {(r["set"], r["method"]) for r in cls} == {("clshard", m) for m in hard} | {
         (s, m) for s in ("clsvit", "clsnew") for m in three
@@ -70,6 +70,10 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         ("clsvit", "LumiNet, weight 1778.8")
     }
     assert "| LumiNet | " in md.split("AutoAugment on minus off, per seed")[1]
+    # the ViT recipe's optimizer on the resnet8 student: every SOLVER key of its base config
+    adamw = [r for r in cls if r["set"] == "clshard" and r["method"].endswith(", AdamW")]
+    for key in ("OPTIMIZER=adamw", "LR=0.0005", "LR_SCHEDULE=cosine", "WEIGHT_DECAY=0.05"):
+        assert all(f"SOLVER.{key}" in r["command"] for r in adamw), key
     assert "| model | top-1 (%) | ECE (%) | mean confidence − top-1 | FPR95 (%) |" in md
     new = [r for r in cls if r["set"] == "clsnew"]
     assert all(
