@@ -90,8 +90,7 @@ def train_many(
             for future in as_completed(futures):
                 finished(futures[future], future.result())
         except BaseException:
-            for future in futures:
-                future.cancel()
+            pool.shutdown(cancel_futures=True)  # drop the queued runs; running ones finish
             raise
     return results
 
