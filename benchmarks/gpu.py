@@ -185,22 +185,24 @@ def main(argv=None) -> int:
         return 2
     start = time.time()
     torch.backends.cudnn.benchmark = True
-    work = tempfile.mkdtemp(prefix="luminet_gpu_")
-    batch = inputs()
-    rows = []
-    for i, (pair, label, losses, amp, dtype) in enumerate(CONFIGS):
-        eta = (time.time() - start) / i * (len(CONFIGS) - i) if i else float("nan")
-        log(f"{i + 1}/{len(CONFIGS)} {pair}: {label} (eta {eta:.0f} s)")
-        model = build(pair, losses, dtype, work)
-        result = measure(model, batch, args.steps, amp)
-        rows.append({"pair": pair, "label": label, "losses": losses, "amp": amp, "dtype": dtype})
-        rows[-1].update(result)
-        log(
-            f"   {result['step_ms']:.1f} ms/step, {result['peak_mb']:.0f} MB, "
-            f"{result['syncs']} syncs"
-        )
-        del model
-        torch.cuda.empty_cache()
+    with tempfile.TemporaryDirectory(prefix="luminet_gpu_") as work:  # teachers' files
+        batch = inputs()
+        rows = []
+        for i, (pair, label, losses, amp, dtype) in enumerate(CONFIGS):
+            eta = (time.time() - start) / i * (len(CONFIGS) - i) if i else float("nan")
+            log(f"{i + 1}/{len(CONFIGS)} {pair}: {label} (eta {eta:.0f} s)")
+            model = build(pair, losses, dtype, work)
+            result = measure(model, batch, args.steps, amp)
+            rows.append(
+                {"pair": pair, "label": label, "losses": losses, "amp": amp, "dtype": dtype}
+            )
+            rows[-1].update(result)
+            log(
+                f"   {result['step_ms']:.1f} ms/step, {result['peak_mb']:.0f} MB, "
+                f"{result['syncs']} syncs"
+            )
+            del model
+            torch.cuda.empty_cache()
     # overhead over the student alone (same pair, same AMP), as a ratio of the teacher forward
     for row in rows:
         alone = next(

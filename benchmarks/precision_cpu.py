@@ -92,10 +92,10 @@ def main(argv=None) -> int:
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results"))
     args = parser.parse_args(argv)
     start = time.time()
-    work = tempfile.mkdtemp(prefix="luminet_precision_")
     batch = toy_batch(8, 128, 10, boxes_per_image=3, seed=0)
-    models = {d: build(d, work) for d in DTYPES}
-    stock_syncs = syncs(build("float32", work, stock=True), batch)
+    with tempfile.TemporaryDirectory(prefix="luminet_precision_") as work:  # the teacher's file
+        models = {d: build(d, work) for d in DTYPES}
+        stock_syncs = syncs(build("float32", work, stock=True), batch)
     sync_counts = {d: syncs(m, batch) - stock_syncs for d, m in models.items()}
     teacher, step = {d: [] for d in DTYPES}, {d: [] for d in DTYPES}
     with EventStorage(5):

@@ -111,11 +111,19 @@ def main(argv=None):
                 f"--methods {unknown}: no section chosen has such a method; the chosen "
                 f"sections' methods are {sorted(known)}"
             )
-    start = time.time()
     os.makedirs(args.results, exist_ok=True)
-    name = args.name or ("quick" if args.quick else datetime.date.today().isoformat())
-    work = tempfile.mkdtemp(prefix="luminet_bench_") if args.quick else f"{ROOT}/output/bench"
-    os.makedirs(work, exist_ok=True)
+    if not args.quick:
+        os.makedirs(f"{ROOT}/output/bench", exist_ok=True)
+        return _run(args, f"{ROOT}/output/bench", args.name or datetime.date.today().isoformat())
+    # the toy runs' checkpoints and predictions (about 3 GB) go with the temporary folder
+    with tempfile.TemporaryDirectory(prefix="luminet_bench_") as work:
+        return _run(args, work, args.name or "quick")
+
+
+def _run(args, work, name):
+    """Run the chosen sections in ``work`` and write ``name``.md/.runs.json/.png to results."""
+    start = time.time()
+    run = set(SECTIONS if args.only is None else args.only) - set(args.skip)
     env = dict(os.environ)
     from luminet_det.data import digits_root
     from luminet_det.data.digits import generate_digits_detection, is_generated

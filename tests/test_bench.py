@@ -10,6 +10,8 @@ import pytest
 
 
 def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
+    scratch = tmp_path / "tmp"  # the toy runs' temporary folder is made here, then removed
+    scratch.mkdir()
     proc = subprocess.run(
         [
             sys.executable,
@@ -23,9 +25,10 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         capture_output=True,
         text=True,
         cwd=root_dir,
-        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+        env=dict(os.environ, PYTHONWARNINGS="ignore", TMPDIR=str(scratch)),
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("luminet_bench_")] == []
     md = open(tmp_path / "q.md").read()
     for section in (
         "Cost of the losses alone",
