@@ -23,6 +23,7 @@ from .common import (
     mean_std,
     paired_lines,
     random_weights,
+    recipe,
     rel,
     train_detector,
     trained,
@@ -134,6 +135,8 @@ class PairedDetection:
     metrics: Dict[str, List[Dict[str, float]]]
     teacher: Dict[str, float]
     run_records: List[Dict] = field(default_factory=list)
+    #: how the teacher (last) and what it required (first) were trained: see common.recipe
+    provenance: List[str] = field(default_factory=list)
 
     def values(self, metric: str) -> Dict[str, List[float]]:
         return {k: [r.get(metric, float("nan")) for r in v] for k, v in self.metrics.items()}
@@ -153,6 +156,10 @@ class PairedDetection:
             "",
             f"Teacher ({g.teacher}): {teacher}.",
             "",
+        ]
+        if self.provenance:
+            lines += ["Trained: " + "; ".join(self.provenance) + ".", ""]
+        lines += [
             "| model | " + " | ".join(names) + f" | per seed {names[0]} |",
             "|---|" + "---|" * (len(names) + 1),
         ]
@@ -173,15 +180,20 @@ class PairedDetection:
         return f"{self.group.key}: {METRIC_NAMES.get(first, first)}", data
 
 
-def group_teacher(group: Group, quick: bool, work: str, env: dict) -> Tuple[str, Dict]:
-    """(weights, final metrics) of the group's teacher (after what the group requires), see
-    :func:`~benchmarks.common.trained`; --quick: random weights of its architecture, nothing
-    required."""
+def group_teacher(group: Group, quick: bool, work: str, env: dict) -> Tuple[str, Dict, List[str]]:
+    """(weights, final metrics, provenance) of the group's teacher (after what the group
+    requires), see :func:`~benchmarks.common.trained`; provenance: "config: recipe" of what
+    the group required, then of the teacher (:func:`~benchmarks.common.recipe`). --quick:
+    random weights of its architecture, nothing required, no provenance."""
     if quick:
-        return random_weights(group.teacher, work), {}
+        return random_weights(group.teacher, work), {}, []
+    provenance = []
     for config in group.requires:
-        trained(config, env, group.key)
-    return trained(group.teacher, env, f"{group.key} teacher")
+        final, _ = trained(config, env, group.key)
+        provenance.append(f"{config}: {recipe(os.path.dirname(final))}")
+    weights, metrics = trained(group.teacher, env, f"{group.key} teacher")
+    provenance.append(f"{group.teacher}: {recipe(os.path.dirname(weights))}")
+    return weights, metrics, provenance
 
 
 def run(
@@ -198,7 +210,7 @@ def run(
     from luminet_det import load_config
     from luminet_det.config import TEACHER_ARCHITECTURE
 
-    teacher, t_metrics = group_teacher(group, quick, work, env)
+    teacher, t_metrics, provenance = group_teacher(group, quick, work, env)
     metrics, runs = {}, []
     chosen = [m for m in group.methods if methods is None or m[0] in methods]
     if methods is not None and group.reference not in [m[0] for m in chosen]:
@@ -230,9 +242,11 @@ def run(
                     **row,
                 }
             )
+            if distilled and provenance:
+                runs[-1]["teacher"] = provenance[-1]
         if label == "student alone" and not quick:
             _check_teacher_beats(group, t_metrics, metrics[label])
-    return PairedDetection(group, metrics, t_metrics, runs)
+    return PairedDetection(group, metrics, t_metrics, runs, provenance)
 
 
 def _check_teacher_beats(group: Group, teacher: Dict[str, float], alone: List[Dict]) -> None:

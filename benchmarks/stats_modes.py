@@ -14,11 +14,13 @@ import torch
 from .common import (
     DIGITS,
     METHOD,
+    TEACHER_CONFIG,
     detection_teacher,
     detector_command,
     final_metrics,
     fmt,
     mean_std,
+    recipe,
     rel,
     summary,
     train_detector,
@@ -37,6 +39,8 @@ class StatsModes:
     noise: Dict = field(default_factory=dict)
     #: every training run: config, command, final metrics (report.write_runs)
     run_records: List[Dict] = field(default_factory=list)
+    #: the teacher's config and recipe (common.recipe); empty for --quick's random teacher
+    teacher: str = ""
 
     def markdown(self) -> List[str]:
         procs = self.procs
@@ -48,6 +52,7 @@ class StatsModes:
             "the statistics differs. A smaller global batch sees the same images with the same "
             "schedule in epochs (learning rate scaled down, iterations up). mean ± std over seeds.",
             "",
+            *([f"Teacher: {self.teacher}.", ""] if self.teacher else []),
             "| images per process (global batch, LR, iterations) | STATS | AP | per seed |",
             "|---|---|---|---|",
         ]
@@ -140,7 +145,8 @@ def run(seeds: int, quick: bool, work: str, env: dict, procs: int = 2, global_ba
         if quick:  # what the toy runs used
             iters = int(QUICK_DET["SOLVER.MAX_ITER"])
         runs.append({"ims_per_batch": batch, "lr": lr, "iters": iters, "ap": ap})
-    return StatsModes(procs, runs, run_records=records)
+    provenance = "" if quick else f"{TEACHER_CONFIG}: {recipe(os.path.dirname(teacher))}"
+    return StatsModes(procs, runs, run_records=records, teacher=provenance)
 
 
 def moment_errors(per_batch: List[torch.Tensor], group: int):

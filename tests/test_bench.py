@@ -181,6 +181,46 @@ def test_a_group_refuses_a_teacher_below_its_student_alone():
     _check_teacher_beats(group, {"bbox/AP": 46.1}, [{"bbox/AP": 9.0}])  # passes
 
 
+def test_results_say_how_their_teacher_was_trained_from_its_saved_config(tmp_path, root_dir):
+    from detectron2.config import LazyConfig
+
+    from benchmarks.common import recipe
+    from benchmarks.det_paired import GROUPS, PairedDetection
+    from luminet_det import load_config
+
+    digits = os.path.join(root_dir, "configs", "Digits-Detection")
+    yaml_run, lazy_run = tmp_path / "yaml", tmp_path / "lazy"
+    yaml_run.mkdir()
+    lazy_run.mkdir()
+    cfg = load_config(os.path.join(digits, "student_R_18_FPN.yaml"))
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.BASE_LR = 450, (400, 5000), 0.01
+    (yaml_run / "config.yaml").write_text(cfg.dump())  # what detectron2 saves in OUTPUT_DIR
+    assert (
+        recipe(str(yaml_run)) == "450 iterations of 8 images at LR 0.01 (÷10 at 400), from scratch"
+    )
+    # a LazyConfig run's dump names Python objects (ShapeSpec): read all the same
+    LazyConfig.save(
+        LazyConfig.load(os.path.join(digits, "lazy_teacher_R_50_FPN.py")),
+        str(lazy_run / "config.yaml"),
+    )
+    assert "!!python/object" in (lazy_run / "config.yaml").read_text()
+    assert recipe(str(lazy_run)) == (
+        "600 iterations of 8 images at LR 0.02, from "
+        "output/digits/teacher_R_50_FPN/model_final.pth"
+    )
+    unknown = recipe(str(tmp_path))
+    assert unknown.startswith("recipe unknown (no ") and unknown.endswith("/config.yaml)")
+    table = PairedDetection(
+        GROUPS["det"],
+        {"student alone": [{"bbox/AP": 9.0}], "LumiNet": [{"bbox/AP": 25.0}]},
+        {"bbox/AP": 46.1},
+        provenance=["teacher_R_50_FPN.yaml: " + recipe(str(yaml_run))],
+    )
+    assert "Trained: teacher_R_50_FPN.yaml: 450 iterations of 8 images" in "\n".join(
+        table.markdown()
+    )
+
+
 def test_the_unseen_folder_set_is_digits_0_to_7_written_once(tmp_path):
     from PIL import Image
     from sklearn.datasets import load_digits
