@@ -22,7 +22,7 @@ from typing import Dict, List, Tuple
 
 from .cls_paired import CONFIGS, FILES, SETS, TEACHER, data_overrides
 from .cls_runs import cls_command, cls_teacher, train_many
-from .common import log, mean_std, paired_lines, rel
+from .common import log, mean_std, paired_lines, paired_row, rel
 
 #: the shipped values (configs/Digits-Classification-Hard/luminet_wrn40_2_resnet8.yaml)
 SHIPPED = (8.0, 5625.0)
@@ -106,9 +106,22 @@ class Tuning:
             lines.append("")
             if len(rows) > 1:
                 chosen = row_name(self.chosen, self.chosen)
-                for metric, what in (("top1", "top-1 points"), ("ece", "ECE points")):
-                    values = {n: [r[metric] for r in runs] for n, runs in rows.items()}
-                    lines += paired_lines(values, chosen, what)
+                top1 = {n: [r["top1"] for r in runs] for n, runs in rows.items()}
+                lines += paired_lines(top1, chosen, "top-1 points")
+                ece = [r["ece"] for r in rows[chosen]]
+                lines += [
+                    "ECE: each row minus the chosen values, per seed (positive: the chosen "
+                    "values are better calibrated): mean, 95 % t-interval, seeds where the "
+                    "chosen values' ECE is lower.",
+                    "",
+                    "| vs | mean difference | 95 % interval | chosen lower |",
+                    "|---|---|---|---|",
+                ]
+                for name, runs in rows.items():
+                    if name != chosen:
+                        diff = [r["ece"] - c for r, c in zip(runs, ece)]
+                        lines.append(paired_row(name, diff))
+                lines.append("")
         return lines
 
     def chart(self):

@@ -221,6 +221,42 @@ def test_results_say_how_their_teacher_was_trained_from_its_saved_config(tmp_pat
     )
 
 
+def test_the_tuning_table_marks_the_choice_and_compares_it_with_the_shipped_values():
+    from benchmarks.cls_tune import SHIPPED, Tuning
+
+    grid = {(8.0, 5625.0): {"top1": 80.0, "ece": 3.0}, (16.0, 1406.25): {"top1": 82.5, "ece": 4.0}}
+    confirm = {
+        "clsnew": {
+            "T 8, weight 5625 (shipped)": [
+                {"top1": 90.0, "ece": 3.0, "confidence": 88.0},
+                {"top1": 92.0, "ece": 2.0, "confidence": 91.0},
+            ],
+            "T 16, weight 1406.25 (chosen)": [
+                {"top1": 91.0, "ece": 2.5, "confidence": 90.0},
+                {"top1": 91.0, "ece": 3.5, "confidence": 90.0},
+            ],
+        }
+    }
+    teachers = {"clshard": {"top1": 90.6}, "clsnew": {"top1": 99.3}}
+    table = Tuning(grid, (16.0, 1406.25), confirm, teachers)
+    md = "\n".join(table.markdown())
+    assert SHIPPED == (8.0, 5625.0)
+    assert "| 8 |  | 80.00 / 3.0 (shipped) |" in md  # a trial not run is left empty
+    assert "| 16 | 82.50 / 4.0 (chosen) |  |" in md
+    assert "Chosen: T 16, weight 1406.25." in md
+    # chosen minus shipped per seed, top-1: +1, -1 (mean 0, 1 win of 2); shipped minus chosen,
+    # ECE: +0.5, -1.5 (mean -0.5; the chosen values' ECE lower on 1 seed of 2)
+    assert "| T 8, weight 5625 (shipped) | +0.00 | [-12.71, +12.71] | 1 of 2 |" in md
+    assert "| T 8, weight 5625 (shipped) | -0.50 | [-13.21, +12.21] | 1 of 2 |" in md
+    assert (
+        "| T 16, weight 1406.25 (chosen) | 91.0 ± 0.0 | 3.0 ± 0.7 | -1.0 ± 0.0 | 91.0, 91.0 |" in md
+    )
+    assert table.chart() == (
+        "LumiNet shipped vs tuned (clsnew, fresh seeds): top-1 (%)",
+        {"T 8, weight 5625 (shipped)": [90.0, 92.0], "T 16, weight 1406.25 (chosen)": [91.0, 91.0]},
+    )
+
+
 def test_the_unseen_folder_set_is_digits_0_to_7_written_once(tmp_path):
     from PIL import Image
     from sklearn.datasets import load_digits
