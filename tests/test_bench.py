@@ -63,7 +63,23 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     assert os.path.getsize(tmp_path / "q.png") > 1000
     assert "LumiNet minus each method, per seed (mask AP points)" in md
     runs = json.load(open(tmp_path / "q.runs.json"))["runs"]
-    cls = [r for r in runs if "group" not in r and "sweep" not in r and r["set"] != "probe"]
+    tune = [
+        (r["phase"], r["set"], r["temperature"], r["weight"], r["seed"])
+        for r in runs
+        if "phase" in r
+    ]
+    assert tune[:2] == [  # --quick: the shipped weight and 4 times it, on seed 0
+        ("tuning", "clshard", 8.0, 5625.0, 0),
+        ("tuning", "clshard", 8.0, 22500.0, 0),
+    ]
+    # then seed 1 of both sets at the shipped values, and at the other ones if they were chosen
+    confirm = {(s, w) for _, s, _, w, seed in tune[2:] if seed == 1}
+    assert len(tune[2:]) == len(confirm) and confirm in [
+        {(s, w) for s in ("clshard", "clsnew") for w in weights}
+        for weights in ([5625.0], [5625.0, 22500.0])
+    ]
+    assert "Tuning LumiNet's T and weight on one set, confirmed on another" in md
+    cls = [r for r in runs if not {"group", "sweep", "phase"} & set(r) and r["set"] != "probe"]
     three = ("student alone", "KD", "LumiNet")
     hard = {"DKD", "logitstd", "DIST", *three, *(f"{m}, AdamW" for m in three)}
     aa = ("KD + AutoAugment", "LumiNet + AutoAugment")
