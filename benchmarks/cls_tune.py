@@ -45,7 +45,8 @@ def row_name(values: Tuple[float, float], chosen: Tuple[float, float]) -> str:
 class Tuning:
     """grid: (T, weight) -> seed-0 metrics on the hard set; chosen: the chosen (T, weight);
     confirm: set key -> row label -> per fresh seed metrics {"top1", "ece", "confidence"};
-    run_records: one per run."""
+    teachers: set key -> its teacher's metrics; run_records: one per run; workers: runs
+    trained at once."""
 
     grid: Dict[Tuple[float, float], Dict[str, float]]
     chosen: Tuple[float, float]
