@@ -176,6 +176,17 @@ def data_overrides(s: ClsSet, work: str, quick: bool) -> List[str]:
     return ["DATA.NAME=folder", f"DATA.ROOT={root}", f"DATA.INPUT_SIZE={FOLDER_SIZE}"]
 
 
+def set_teacher(key: str, work: str, quick: bool) -> Tuple[str, Dict, List[str]]:
+    """(best.pth, its metrics, data overrides) of the set ``key``'s wrn_40_2 teacher, trained
+    on the set's data (:func:`data_overrides`) first if absent; the sets on the hard set's own
+    data share its teacher (``cls_hard/teacher`` under ``work``)."""
+    s = SETS[key]
+    data = data_overrides(s, work, quick)
+    teacher_dir = os.path.join(work, s.folder if s.data else "cls_hard", "teacher")
+    teacher, metrics = cls_teacher(os.path.join(CONFIGS, TEACHER), teacher_dir, quick, key, data)
+    return teacher, metrics, data
+
+
 @dataclass
 class PairedClassification:
     """metrics: method -> per seed {"top1", "ece", "fpr95"}; teacher: its metrics;
@@ -251,9 +262,7 @@ def run(
     """Every method of the set ``key`` (:data:`SETS`; or those of ``methods``, by label;
     LumiNet, the reference, always runs) for ``seeds`` paired seeds."""
     s = SETS[key]
-    data = data_overrides(s, work, quick)
-    teacher_dir = os.path.join(work, s.folder if s.data else "cls_hard", "teacher")
-    teacher, t_metrics = cls_teacher(os.path.join(CONFIGS, TEACHER), teacher_dir, quick, key, data)
+    teacher, t_metrics, data = set_teacher(key, work, quick)
     metrics, runs = {}, []
     for name, file, extra in s.runs():
         if methods is not None and name not in methods and name != "LumiNet":

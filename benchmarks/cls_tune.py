@@ -20,14 +20,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-from .cls_paired import CONFIGS, FILES, SETS, TEACHER, data_overrides
-from .cls_runs import cls_command, cls_teacher, train_many
+from .cls_paired import CONFIGS, FILES, SETS, set_teacher
+from .cls_runs import cls_command, train_many
 from .common import log, mean_std, paired_lines, paired_row, rel
 
 #: the shipped values (configs/Digits-Classification-Hard/luminet_wrn40_2_resnet8.yaml)
 SHIPPED = (8.0, 5625.0)
 TEMPERATURES = (4.0, 8.0, 16.0)
 WEIGHTS = (1406.25, 5625.0, 22500.0)
+#: the metrics kept of every run
+KEPT = ("top1", "ece", "confidence")
 
 
 def label(t: float, weight: float) -> str:
@@ -35,10 +37,15 @@ def label(t: float, weight: float) -> str:
     return f"T {t:g}, weight {weight:g}"
 
 
+def marks(values: Tuple[float, float], chosen: Tuple[float, float]) -> str:
+    """ " (shipped)", " (chosen)", " (shipped, chosen)" or "" for ``values``."""
+    names = [m for m, v in (("shipped", SHIPPED), ("chosen", chosen)) if values == v]
+    return f" ({', '.join(names)})" if names else ""
+
+
 def row_name(values: Tuple[float, float], chosen: Tuple[float, float]) -> str:
     """A confirmation row's name: the values, marked shipped and/or chosen."""
-    marks = [m for m, v in (("shipped", SHIPPED), ("chosen", chosen)) if values == v]
-    return f"{label(*values)} ({', '.join(marks)})"
+    return label(*values) + marks(values, chosen)
 
 
 @dataclass
@@ -80,10 +87,7 @@ class Tuning:
             cells = []
             for w in weights:
                 r = self.grid.get((t, w))
-                marks = [
-                    m for m, v in (("shipped", SHIPPED), ("chosen", self.chosen)) if (t, w) == v
-                ]
-                mark = f" ({', '.join(marks)})" if marks else ""
+                mark = marks((t, w), self.chosen)
                 cells.append(f"{r['top1']:.2f} / {r['ece']:.1f}{mark}" if r else "")
             lines.append(f"| {t:g} | " + " | ".join(cells) + " |")
         lines += ["", f"Chosen: {label(*self.chosen)}.", ""]
@@ -135,15 +139,7 @@ def run(seeds: int, quick: bool, work: str, workers: int = 1) -> Tuning:
     """The grid on seed 0 of the hard set, then the shipped and chosen values on ``seeds``
     fresh seeds of the hard set and of the unseen folder set; ``workers`` runs at once."""
     config = os.path.join(CONFIGS, FILES["LumiNet"])
-    sets = {}  # key -> (teacher, teacher metrics, data overrides, run folder)
-    for key in ("clshard", "clsnew"):
-        s = SETS[key]
-        data = data_overrides(s, work, quick)
-        folder = s.folder if s.data else "cls_hard"
-        best, metrics = cls_teacher(
-            os.path.join(CONFIGS, TEACHER), os.path.join(work, folder, "teacher"), quick, key, data
-        )
-        sets[key] = (best, metrics, data, folder)
+    sets = {key: set_teacher(key, work, quick) for key in ("clshard", "clsnew")}
     grid = (
         [(SHIPPED[0], w) for w in (SHIPPED[1], WEIGHTS[-1])]
         if quick
@@ -151,9 +147,8 @@ def run(seeds: int, quick: bool, work: str, workers: int = 1) -> Tuning:
     )
 
     def job(key: str, t: float, w: float, seed: int):
-        best, _, data, folder = sets[key]
-        name = f"T{t:g}_w{w:g}"
-        out = os.path.join(work, "cls_tune", folder, name, f"seed{seed}")
+        best, _, data = sets[key]
+        out = os.path.join(work, "cls_tune", SETS[key].folder, f"T{t:g}_w{w:g}", f"seed{seed}")
         opts = [
             f"METHOD.TEMPERATURE={t}",
             f"METHOD.WEIGHT={w}",
@@ -183,7 +178,7 @@ def run(seeds: int, quick: bool, work: str, workers: int = 1) -> Tuning:
                     "seed": seed,
                     "config": rel(cfg),
                     "command": cls_command(cfg, opts, quick),
-                    **{k: r[k] for k in ("top1", "ece", "confidence")},
+                    **{k: r[k] for k in KEPT},
                 }
             )
         return results
@@ -202,8 +197,6 @@ def run(seeds: int, quick: bool, work: str, workers: int = 1) -> Tuning:
     results = train(points, "confirmation")
     confirm: Dict[str, Dict[str, List[Dict[str, float]]]] = {"clshard": {}, "clsnew": {}}
     for (key, t, w, _), r in zip(points, results):  # points are seed-ordered within a row
-        confirm[key].setdefault(row_name((t, w), chosen), []).append(
-            {k: r[k] for k in ("top1", "ece", "confidence")}
-        )
+        confirm[key].setdefault(row_name((t, w), chosen), []).append({k: r[k] for k in KEPT})
     teachers = {k: v[1] for k, v in sets.items()}
     return Tuning(scores, chosen, confirm, teachers, records, workers)

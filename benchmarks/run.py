@@ -121,16 +121,16 @@ def main(argv=None):
     os.makedirs(args.results, exist_ok=True)
     if not args.quick:
         os.makedirs(f"{ROOT}/output/bench", exist_ok=True)
-        return _run(args, f"{ROOT}/output/bench", args.name or datetime.date.today().isoformat())
+        name = args.name or datetime.date.today().isoformat()
+        return _run(args, run, f"{ROOT}/output/bench", name)
     # the toy runs' checkpoints and predictions (about 3 GB) go with the temporary folder
     with tempfile.TemporaryDirectory(prefix="luminet_bench_") as work:
-        return _run(args, work, args.name or "quick")
+        return _run(args, run, work, args.name or "quick")
 
 
-def _run(args, work, name):
-    """Run the chosen sections in ``work`` and write ``name``.md/.runs.json/.png to results."""
+def _run(args, run, work, name):
+    """Run the sections ``run`` in ``work`` and write ``name``.md/.runs.json/.png to results."""
     start = time.time()
-    run = set(SECTIONS if args.only is None else args.only) - set(args.skip)
     env = dict(os.environ)
     from luminet_det.data import digits_root
     from luminet_det.data.digits import generate_digits_detection, is_generated
