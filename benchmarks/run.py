@@ -10,9 +10,10 @@ pair (every method; `det`), Mask R-CNN (`mask`), a Cascade teacher for a Faster 
 classification sets; transfer by linear probing of the students' features (`probe`); KD's and
 LumiNet's sensitivity to the batch size and the temperature (`sweeps`). Every method gets the
 same hyper-parameter budget: one trial, the shipped config, never tuned on the validation set;
-the exception is `clstune`, which tunes LumiNet's T and weight on seed 0 of the hard set (9
-trials) and confirms the choice against the shipped values on fresh seeds and on a set never
-tuned on.
+the exceptions are `dettune`, which gives LumiNet and DKD the same number of trials on seed 0
+of the Faster R-CNN pair and compares their choices on fresh seeds, and `clstune`, which tunes
+LumiNet's T and weight on seed 0 of the hard set (9 trials) and confirms the choice against the
+shipped values on fresh seeds and on a set never tuned on.
 
 Results go to benchmarks/results/<name>.md and <name>.png. `--quick` runs everything at toy
 sizes (used by the tests).
@@ -37,6 +38,7 @@ from benchmarks import (  # noqa: E402
     cls_paired,
     cls_tune,
     det_paired,
+    det_tune,
     loss_cost,
     probe,
     report,
@@ -52,6 +54,7 @@ SECTIONS = [
     "steps",
     "memory",
     *DETECTION,
+    "dettune",
     "stats",
     "cls",
     "clshard",
@@ -73,7 +76,17 @@ def main(argv=None):
         help="mask, cascade, retinanet, lazy, stats, cls, clsvit, clsnew",
     )
     parser.add_argument(
-        "--paired-seeds", type=int, default=5, help="det, clshard and clstune (fresh seeds)"
+        "--paired-seeds",
+        type=int,
+        default=5,
+        help="det, clshard, and the fresh seeds of dettune and clstune",
+    )
+    parser.add_argument(
+        "--tune-points",
+        type=int,
+        default=3,
+        choices=(2, 3),
+        help="dettune: values tried per tuned value (3: 9 trials per method; 2: the ends, 4)",
     )
     parser.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds")
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
@@ -157,6 +170,9 @@ def _run(args, run, work, name):
         seeds = args.paired_seeds if key == "det" and not args.quick else args.seeds
         group = det_paired.GROUPS[key]
         sections.append(det_paired.run(group, seeds, args.quick, work, env, methods=args.methods))
+    if "dettune" in run:
+        seeds = 1 if args.quick else args.paired_seeds
+        sections.append(det_tune.run(seeds, args.quick, work, env, args.tune_points))
     if "stats" in run:
         batches = [2 * n for n in args.stats_images]  # 2 processes
         stats = stats_modes.run(args.seeds, args.quick, work, env, global_batches=batches)
