@@ -66,7 +66,7 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
     tune = [
         (r["phase"], r["set"], r["temperature"], r["weight"], r["seed"])
         for r in runs
-        if "phase" in r
+        if "phase" in r and "set" in r
     ]
     assert tune[:2] == [  # --quick: the shipped weight and 4 times it, on seed 0
         ("tuning", "clshard", 8.0, 5625.0, 0),
@@ -79,6 +79,18 @@ def test_bench_quick_writes_report_and_chart(tmp_path, root_dir):
         for weights in ([5625.0], [5625.0, 22500.0])
     ]
     assert "Tuning LumiNet's T and weight on one set, confirmed on another" in md
+    # dettune --quick: the shipped values and one other per method on seed 0, then the chosen
+    # values (and LumiNet's shipped ones) on fresh seed 1
+    dettune = [r for r in runs if "phase" in r and "set" not in r]
+    assert [(r["phase"], r["method"], r["seed"]) for r in dettune[:4]] == [
+        ("tuning", m, 0) for m in ("LumiNet", "LumiNet", "DKD", "DKD")
+    ]
+    assert dettune[0]["MODEL.DISTILL.LUMINET.TEMPERATURE"] == 1.0
+    assert "MODEL.DISTILL.LUMINET.TEMPERATURE 4.0" in dettune[1]["command"]
+    assert {(r["method"], r["seed"]) for r in dettune[4:]} == {("LumiNet", 1), ("DKD", 1)}
+    assert "LumiNet vs DKD at equal tuning" in md
+    for r in dettune:
+        assert r["command"].startswith("python tools/train_net.py --config-file configs/")
     cls = [r for r in runs if not {"group", "sweep", "phase"} & set(r) and r["set"] != "probe"]
     three = ("student alone", "KD", "LumiNet")
     hard = {"DKD", "logitstd", "DIST", *three, *(f"{m}, AdamW" for m in three)}
@@ -384,3 +396,58 @@ def test_train_many_keeps_the_order_of_the_jobs_and_runs_each_worker_on_one_thre
         train_many([("c", ["0"]), ("fail", ["1"])], False, workers=2, train=_fake_train)
     with pytest.raises(ValueError, match="workers=0: must be at least 1"):
         train_many(jobs, False, workers=0)
+
+
+def test_equal_tuning_grids_overrides_and_shared_runs():
+    from benchmarks.det_tune import METHODS, choose
+
+    luminet, dkd = METHODS
+    assert luminet.grid(2) == [(1.0, 1.0), (1.0, 4.0), (4.0, 1.0), (4.0, 4.0)]
+    assert dkd.grid(2) == [(0.25, 1.0), (0.25, 4.0), (1.0, 1.0), (1.0, 4.0)]
+    assert len(luminet.grid(3)) == len(dkd.grid(3)) == 9 and (2.0, 2.0) in luminet.grid(3)
+    with pytest.raises(ValueError, match="points=4"):
+        luminet.grid(4)
+    # the shipped values are the configs' own: no overrides, and the det section's folder (so
+    # either section reuses the other's finished runs)
+    assert luminet.overrides(luminet.shipped) == [] and dkd.overrides(dkd.shipped) == []
+    assert luminet.folder("/w", (1.0, 1.0), 3) == "/w/det/luminet_R50_R18/seed3"
+    assert dkd.overrides((1.0, 4.0)) == [
+        "MODEL.DISTILL.DKD.BETA",
+        "1.0",
+        "MODEL.DISTILL.DKD.TEMPERATURE",
+        "4.0",
+    ]
+    assert dkd.folder("/w", (1.0, 4.0), 0) == "/w/det_tune/dkd_R50_R18/beta1_temperature4/seed0"
+    # the highest AP; ties: the shipped values, then the earlier trial
+    assert choose({(1.0, 1.0): 15.0, (1.0, 4.0): 20.0, (4.0, 1.0): 18.0}, (1.0, 1.0)) == (1.0, 4.0)
+    assert choose({(4.0, 1.0): 20.0, (1.0, 1.0): 20.0}, (1.0, 1.0)) == (1.0, 1.0)
+    assert choose({(4.0, 1.0): 20.0, (4.0, 4.0): 20.0}, (1.0, 1.0)) == (4.0, 1.0)
+
+
+def test_equal_tuning_table_marks_choices_and_pairs_the_fresh_seeds():
+    from benchmarks.det_tune import DetTuning
+
+    grids = {
+        "LumiNet": {(1.0, 1.0): 15.3, (1.0, 4.0): 20.0, (4.0, 1.0): 24.0, (4.0, 4.0): 21.0},
+        "DKD": {(0.25, 1.0): 26.8, (1.0, 1.0): 25.0},
+    }
+    chosen = {"LumiNet": (4.0, 1.0), "DKD": (0.25, 1.0)}
+    fresh = {
+        "LumiNet, T 4, weight 1 (chosen)": [30.0, 28.0],
+        "DKD, β 0.25, T 1 (shipped, chosen)": [27.0, 29.0],
+        "LumiNet, T 1, weight 1 (shipped)": [25.0, 26.0],
+    }
+    table = DetTuning(grids, chosen, fresh, {"bbox/AP": 46.1}, provenance="600 iterations")
+    md = "\n".join(table.markdown())
+    assert "| T \\ weight | 1 | 4 |" in md
+    assert "| 1 | 15.3 (shipped) | 20.0 |" in md and "| 4 | 24.0 (chosen) | 21.0 |" in md
+    assert "| β \\ T | 1 |" in md and "| 0.25 | 26.8 (shipped, chosen) |" in md
+    assert "Chosen: T 4, weight 1." in md and "Chosen: β 0.25, T 1." in md
+    assert "4 and 2 trial runs" not in md and "2 and 4 trial runs" in md  # budgets as run
+    assert "Trained: teacher_R_50_FPN.yaml: 600 iterations." in md
+    assert "| LumiNet, T 1, weight 1 (shipped) | 25.5 ± 0.7 | 25.0, 26.0 |" in md
+    # chosen LumiNet minus DKD per seed: +3, -1 (mean +1, t(1) 12.706 x 2.828 / 1.414 = 25.41);
+    # minus the shipped values: +5, +2 (mean +3.5, 12.706 x 2.121 / 1.414 = 19.06)
+    assert "| DKD, β 0.25, T 1 (shipped, chosen) | +1.00 | [-24.41, +26.41] | 1 of 2 |" in md
+    assert "| LumiNet, T 1, weight 1 (shipped) | +3.50 | [-15.56, +22.56] | 2 of 2 |" in md
+    assert table.chart() == ("equal tuning, fresh seeds: box AP", {"teacher": [46.1], **fresh})
