@@ -17,7 +17,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .results_io import ROOT, rel
+
 DIGITS = os.path.join(ROOT, "configs", "Digits-Detection")
 TEACHER_CONFIG = "teacher_R_50_FPN.yaml"  # the built-in set's Faster R-CNN teacher
 TEACHER_FINAL = os.path.join(ROOT, "output", "digits", "teacher_R_50_FPN", "model_final.pth")
@@ -235,36 +236,6 @@ def trained(config: str, env: Optional[dict], label: str) -> Tuple[str, Dict[str
     return final, metrics
 
 
-def recipe(output_dir: str) -> str:
-    """How the model in ``output_dir`` was trained, read from the ``config.yaml`` detectron2
-    saved there (a YAML or a LazyConfig run), e.g. "600 iterations of 8 images at LR 0.02
-    (÷10 at 500), from scratch": results files say which teacher they used (a cached teacher
-    may predate a change of its config)."""
-    import yaml
-
-    path = os.path.join(output_dir, "config.yaml")
-    if not os.path.isfile(path):
-        return f"recipe unknown (no {rel(path)})"
-
-    class Loader(yaml.SafeLoader):  # a LazyConfig dump names Python objects: not needed here
-        pass
-
-    Loader.add_multi_constructor("tag:yaml.org,2002:python/", lambda *_: None)
-    with open(path) as f:
-        cfg = yaml.load(f, Loader=Loader)
-    if "SOLVER" in cfg:  # a YAML (CfgNode) run
-        solver, init = cfg["SOLVER"], cfg["MODEL"]["WEIGHTS"]
-        iters, images, lr = solver["MAX_ITER"], solver["IMS_PER_BATCH"], solver["BASE_LR"]
-        steps = [s for s in solver["STEPS"] if s < iters]
-    else:  # a LazyConfig run: its scheduler's milestones are not read here
-        iters, init = cfg["train"]["max_iter"], cfg["train"]["init_checkpoint"]
-        images, lr = cfg["dataloader"]["train"]["total_batch_size"], cfg["optimizer"]["lr"]
-        steps = []
-    drops = f" (÷10 at {', '.join(map(str, steps))})" if steps else ""
-    start = f"from {rel(init)}" if init else "from scratch"
-    return f"{iters} iterations of {images} images at LR {lr:g}{drops}, {start}"
-
-
 def detection_teacher(quick: bool, work: str, env: Optional[dict]) -> Tuple[str, float]:
     """(weights, box AP) of the built-in set's R-50-FPN teacher, see :func:`trained` (quick:
     :func:`random_weights` of its architecture, AP nan)."""
@@ -272,11 +243,6 @@ def detection_teacher(quick: bool, work: str, env: Optional[dict]) -> Tuple[str,
         return random_weights(TEACHER_CONFIG, work), float("nan")
     weights, metrics = trained(TEACHER_CONFIG, env, "teacher")
     return weights, metrics["bbox/AP"]
-
-
-def rel(path: str) -> str:
-    """``path`` relative to the repository (as the results files print it)."""
-    return os.path.relpath(path, ROOT) if os.path.isabs(path) else path
 
 
 def detector_command(

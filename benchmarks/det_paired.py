@@ -23,11 +23,11 @@ from .common import (
     mean_std,
     paired_lines,
     random_weights,
-    recipe,
     rel,
     train_detector,
     trained,
 )
+from .results_io import recipe
 
 _ALL_ANCHORS = ("MODEL.DISTILL.DENSE.ANCHORS", "valid")
 _KD = ("MODEL.DISTILL.LOSSES", "['kd']")

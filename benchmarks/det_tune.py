@@ -35,11 +35,11 @@ from .common import (
     mean_std,
     paired_lines,
     random_weights,
-    recipe,
     rel,
     train_detector,
     trained,
 )
+from .results_io import recipe
 
 Point = Tuple[float, float]
 

@@ -1,6 +1,6 @@
-"""Writing a results file: the commit it ran at, ``<name>.md`` and ``<name>.runs.json``.
-Shared by benchmarks/run.py and the stand-alone measurements (dense_rows, luminet_scale,
-precision_cpu, gpu)."""
+"""Writing a results file: the commit it ran at, paths as it prints them, how a run's model was
+trained, ``<name>.md`` and ``<name>.runs.json``. Shared by benchmarks/run.py and the
+stand-alone measurements (dense_rows, luminet_scale, precision_cpu, gpu)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,38 @@ def write_results(
     with open(os.path.join(results, f"{name}.runs.json"), "w") as f:
         json.dump({**record, "runs": runs}, f, indent=1)
     print(open(md).read())
+
+
+def rel(path: str) -> str:
+    """``path`` relative to the repository (as the results files print it)."""
+    return os.path.relpath(path, ROOT) if os.path.isabs(path) else path
+
+
+def recipe(output_dir: str) -> str:
+    """How the model in ``output_dir`` was trained, read from the ``config.yaml`` detectron2
+    saved there (a YAML or a LazyConfig run), e.g. "600 iterations of 8 images at LR 0.02
+    (÷10 at 500), from scratch": results files say which teacher they used (a cached teacher
+    may predate a change of its config)."""
+    import yaml
+
+    path = os.path.join(output_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return f"recipe unknown (no {rel(path)})"
+
+    class Loader(yaml.SafeLoader):  # a LazyConfig dump names Python objects: not needed here
+        pass
+
+    Loader.add_multi_constructor("tag:yaml.org,2002:python/", lambda *_: None)
+    with open(path) as f:
+        cfg = yaml.load(f, Loader=Loader)
+    if "SOLVER" in cfg:  # a YAML (CfgNode) run
+        solver, init = cfg["SOLVER"], cfg["MODEL"]["WEIGHTS"]
+        iters, images, lr = solver["MAX_ITER"], solver["IMS_PER_BATCH"], solver["BASE_LR"]
+        steps = [s for s in solver["STEPS"] if s < iters]
+    else:  # a LazyConfig run: its scheduler's milestones are not read here
+        iters, init = cfg["train"]["max_iter"], cfg["train"]["init_checkpoint"]
+        images, lr = cfg["dataloader"]["train"]["total_batch_size"], cfg["optimizer"]["lr"]
+        steps = []
+    drops = f" (÷10 at {', '.join(map(str, steps))})" if steps else ""
+    start = f"from {rel(init)}" if init else "from scratch"
+    return f"{iters} iterations of {images} images at LR {lr:g}{drops}, {start}"

@@ -20,11 +20,11 @@ from .common import (
     final_metrics,
     fmt,
     mean_std,
-    recipe,
     rel,
     summary,
     train_detector,
 )
+from .results_io import recipe
 
 COLORS = {"batch": "#c44e52", "sync": "#dd8452", "global": "#8172b3", "running": "#55a868"}
 

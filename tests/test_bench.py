@@ -212,8 +212,8 @@ def test_a_group_refuses_a_teacher_below_its_student_alone():
 def test_results_say_how_their_teacher_was_trained_from_its_saved_config(tmp_path, root_dir):
     from detectron2.config import LazyConfig
 
-    from benchmarks.common import recipe
     from benchmarks.det_paired import GROUPS, PairedDetection
+    from benchmarks.results_io import recipe
     from luminet_det import load_config
 
     digits = os.path.join(root_dir, "configs", "Digits-Detection")
