@@ -6,6 +6,7 @@ import datetime
 import math
 import multiprocessing
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -198,6 +199,46 @@ def finished(output_dir: str) -> bool:
     return ap == ap
 
 
+#: config keys a cached run is not compared on: files, which runs of the same command may spell
+#: differently (absolute, relative), and the device, which the command sets for the machine
+_NOT_COMPARED = {
+    "MODEL.DEVICE",
+    "OUTPUT_DIR",
+    "MODEL.WEIGHTS",
+    "MODEL.DISTILL.TEACHER_CONFIG",
+    "MODEL.DISTILL.TEACHER_WEIGHTS",
+}
+
+
+def _flat(node, prefix: str = "") -> Dict[str, object]:
+    """A nested config dict as {"A.B.C": value}."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: Dict[str, object] = {}
+    for key, value in node.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def stale(output_dir: str, config: str, opts: Sequence[str]) -> Optional[str]:
+    """Why the finished run in ``output_dir`` is not a run of ``config`` (in
+    configs/Digits-Detection/) with ``opts`` any more, or None: the first value of its saved
+    ``config.yaml`` that differs from what the config gives today (a config whose defaults
+    changed after the run was cached); :data:`_NOT_COMPARED` and keys the run predates are left
+    out."""
+    import yaml
+
+    from luminet_det import load_config
+
+    with open(os.path.join(output_dir, "config.yaml")) as f:
+        saved = _flat(yaml.safe_load(f))
+    now = _flat(yaml.safe_load(load_config(os.path.join(DIGITS, config), list(opts)).dump()))
+    for key in sorted(saved.keys() & now.keys() - _NOT_COMPARED):
+        if saved[key] != now[key]:
+            return f"{key} is {saved[key]!r} in the run, {now[key]!r} now"
+    return None
+
+
 def final_metrics(output_dir: str) -> Dict[str, float]:
     """The last evaluation row of a detectron2 run (box AP, mask AP when evaluated)."""
     from luminet_det.runio import last_box_ap
@@ -278,11 +319,15 @@ def train_detector(
 ) -> float:
     """Train one detector with tools/train_net.py (``procs`` processes; the command of
     :func:`detector_command`) and return its final box AP; a finished run in ``out`` is
-    reused."""
-    if not quick and finished(out):
-        log(f"{label}, seed {seed}: cached run, AP {final_ap(out):.2f}")
-        return final_ap(out)
+    reused unless it is :func:`stale` (then it is deleted and trained again)."""
     cmd = detector_command(config, out, seed, teacher, quick, extra, procs)
+    if not quick and finished(out):
+        why = stale(out, config, cmd[cmd.index("SEED") :])
+        if why is None:
+            log(f"{label}, seed {seed}: cached run, AP {final_ap(out):.2f}")
+            return final_ap(out)
+        log(f"{label}, seed {seed}: the cached run is stale ({why}): training it again")
+        shutil.rmtree(out)
     log(f"{label}, seed {seed}")
     t0 = time.time()
     if quick:  # toy runs: the same main, without paying the imports in each process

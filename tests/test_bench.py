@@ -451,3 +451,27 @@ def test_equal_tuning_table_marks_choices_and_pairs_the_fresh_seeds():
     assert "| DKD, β 0.25, T 1 (shipped, chosen) | +1.00 | [-24.41, +26.41] | 1 of 2 |" in md
     assert "| LumiNet, T 1, weight 1 (shipped) | +3.50 | [-15.56, +22.56] | 2 of 2 |" in md
     assert table.chart() == ("equal tuning, fresh seeds: box AP", {"teacher": [46.1], **fresh})
+
+
+def test_a_cached_run_is_stale_when_its_config_no_longer_gives_its_values(tmp_path):
+    import yaml
+
+    from benchmarks.common import DIGITS, stale
+    from luminet_det import load_config
+
+    opts = ["SEED", "3", "OUTPUT_DIR", str(tmp_path)]
+    cfg = load_config(os.path.join(DIGITS, "luminet_R50_R18.yaml"), opts)
+    cfg.MODEL.DEVICE = "cpu"  # set by the command for the machine: not compared
+    cfg.OUTPUT_DIR = "output/elsewhere"  # a path: not compared
+    saved = yaml.safe_load(cfg.dump())
+    del saved["MODEL"]["DISTILL"]["DIST"]  # a key added after the run: not compared
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert stale(str(tmp_path), "luminet_R50_R18.yaml", opts) is None
+    # the same run asked for with another weight (or a config whose default changed)
+    weight = opts + ["MODEL.DISTILL.LUMINET.WEIGHT", "4.0"]
+    assert stale(str(tmp_path), "luminet_R50_R18.yaml", weight) == (
+        "MODEL.DISTILL.LUMINET.WEIGHT is 1.0 in the run, 4.0 now"
+    )
+    assert stale(str(tmp_path), "luminet_R50_R18.yaml", ["SEED", "4"]) == (
+        "SEED is 3 in the run, 4 now"
+    )
