@@ -11,7 +11,8 @@ classification sets; transfer by linear probing of the students' features (`prob
 LumiNet's sensitivity to the batch size and the temperature (`sweeps`). Every method gets the
 same hyper-parameter budget: one trial, the shipped config, never tuned on the validation set;
 the exceptions are `dettune`, which gives LumiNet and DKD the same number of trials on seed 0
-of the Faster R-CNN pair and compares their choices on fresh seeds, and `clstune`, which tunes
+of the Faster R-CNN pair and compares their choices on fresh seeds (LumiNet's shipped weight on
+that pair is its choice), and `clstune`, which tunes
 LumiNet's T and weight on seed 0 of the hard set (9 trials) and confirms the choice against the
 shipped values on fresh seeds and on a set never tuned on.
 

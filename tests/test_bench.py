@@ -410,7 +410,13 @@ def test_equal_tuning_grids_overrides_and_shared_runs():
     # the shipped values are the configs' own: no overrides, and the det section's folder (so
     # either section reuses the other's finished runs)
     assert luminet.overrides(luminet.shipped) == [] and dkd.overrides(dkd.shipped) == []
-    assert luminet.folder("/w", (1.0, 1.0), 3) == "/w/det/luminet_R50_R18/seed3"
+    assert luminet.folder("/w", (1.0, 4.0), 3) == "/w/det/luminet_R50_R18/seed3"
+    assert luminet.overrides((1.0, 1.0)) == [
+        "MODEL.DISTILL.LUMINET.TEMPERATURE",
+        "1.0",
+        "MODEL.DISTILL.LUMINET.WEIGHT",
+        "1.0",
+    ]
     assert dkd.overrides((1.0, 4.0)) == [
         "MODEL.DISTILL.DKD.BETA",
         "1.0",
@@ -422,6 +428,19 @@ def test_equal_tuning_grids_overrides_and_shared_runs():
     assert choose({(1.0, 1.0): 15.0, (1.0, 4.0): 20.0, (4.0, 1.0): 18.0}, (1.0, 1.0)) == (1.0, 4.0)
     assert choose({(4.0, 1.0): 20.0, (1.0, 1.0): 20.0}, (1.0, 1.0)) == (1.0, 1.0)
     assert choose({(4.0, 1.0): 20.0, (4.0, 4.0): 20.0}, (1.0, 1.0)) == (4.0, 1.0)
+
+
+def test_the_shipped_values_of_the_tuning_are_the_configs_own():
+    import functools
+
+    from benchmarks.common import DIGITS
+    from benchmarks.det_tune import METHODS
+    from luminet_det import load_config
+
+    for method in METHODS:
+        cfg = load_config(os.path.join(DIGITS, method.config))
+        values = tuple(functools.reduce(getattr, key.split("."), cfg) for key in method.keys)
+        assert values == method.shipped, method.name
 
 
 def test_equal_tuning_table_marks_choices_and_pairs_the_fresh_seeds():
@@ -440,7 +459,7 @@ def test_equal_tuning_table_marks_choices_and_pairs_the_fresh_seeds():
     table = DetTuning(grids, chosen, fresh, {"bbox/AP": 46.1}, provenance="600 iterations")
     md = "\n".join(table.markdown())
     assert "| T \\ weight | 1 | 4 |" in md
-    assert "| 1 | 15.3 (shipped) | 20.0 |" in md and "| 4 | 24.0 (chosen) | 21.0 |" in md
+    assert "| 1 | 15.3 | 20.0 (shipped) |" in md and "| 4 | 24.0 (chosen) | 21.0 |" in md
     assert "| β \\ T | 1 |" in md and "| 0.25 | 26.8 (shipped, chosen) |" in md
     assert "Chosen: T 4, weight 1." in md and "Chosen: β 0.25, T 1." in md
     assert "4 and 2 trial runs" not in md and "2 and 4 trial runs" in md  # budgets as run
@@ -468,9 +487,9 @@ def test_a_cached_run_is_stale_when_its_config_no_longer_gives_its_values(tmp_pa
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
     assert stale(str(tmp_path), "luminet_R50_R18.yaml", opts) is None
     # the same run asked for with another weight (or a config whose default changed)
-    weight = opts + ["MODEL.DISTILL.LUMINET.WEIGHT", "4.0"]
+    weight = opts + ["MODEL.DISTILL.LUMINET.WEIGHT", "2.0"]
     assert stale(str(tmp_path), "luminet_R50_R18.yaml", weight) == (
-        "MODEL.DISTILL.LUMINET.WEIGHT is 1.0 in the run, 4.0 now"
+        "MODEL.DISTILL.LUMINET.WEIGHT is 4.0 in the run, 2.0 now"
     )
     assert stale(str(tmp_path), "luminet_R50_R18.yaml", ["SEED", "4"]) == (
         "SEED is 3 in the run, 4 now"

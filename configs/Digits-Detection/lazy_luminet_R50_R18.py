@@ -1,7 +1,7 @@
 # A LazyConfig student on the built-in digits set (luminet-lazy-train): detectron2's
 # common/models/mask_rcnn_fpn.py model without its mask head, an R-18 trunk with BN trained from
 # scratch, FPN 64 and a 256-wide box head as student_R_18_FPN.yaml, the demo's YAML teacher
-# (teacher_R_50_FPN.yaml, trained first), LumiNet T 1 weight 1 with a 20-iteration warm-up:
+# (teacher_R_50_FPN.yaml, trained first), LumiNet T 1 weight 4 with a 20-iteration warm-up:
 # luminet_R50_R18.yaml as a LazyConfig (without its gradient clipping, which detectron2's lazy
 # optimizer config does not have). The test of LazyConfig students trains it at toy sizes.
 from detectron2 import model_zoo
@@ -77,6 +77,6 @@ distill = dict(
     teacher_config="teacher_R_50_FPN.yaml",  # relative to this file's directory
     teacher_weights="output/digits/teacher_R_50_FPN/model_final.pth",
     losses=["luminet"],
-    luminet=dict(temperature=1.0, weight=1.0),
+    luminet=dict(temperature=1.0, weight=4.0),
     warmup_iters=20,
 )
