@@ -123,10 +123,15 @@ def choose(aps: Dict[Point, float], shipped: Point) -> Point:
     return max(order, key=lambda p: (aps[p], p == shipped, -order.index(p)))
 
 
+def marks(method: Tuned, point: Point, chosen: Point) -> str:
+    """ " (shipped)", " (chosen)", " (shipped, chosen)" or "" for ``point``."""
+    names = [m for m, p in (("shipped", method.shipped), ("chosen", chosen)) if p == point]
+    return f" ({', '.join(names)})" if names else ""
+
+
 def row_name(method: Tuned, point: Point, chosen: Point) -> str:
     """A fresh-seed row: e.g. "LumiNet, T 4, weight 1 (chosen)"."""
-    marks = [m for m, p in (("shipped", method.shipped), ("chosen", chosen)) if p == point]
-    return f"{method.name}, {method.label(point)}" + (f" ({', '.join(marks)})" if marks else "")
+    return f"{method.name}, {method.label(point)}" + marks(method, point, chosen)
 
 
 @dataclass
@@ -173,23 +178,16 @@ class DetTuning:
                 + " |",
                 "|---|" + "---|" * len(cols),
             ]
+            chosen = self.chosen[method.name]
             for r in rows:
-                cells = []
-                for c in cols:
-                    ap = grid.get((r, c))
-                    marks = [
-                        m
-                        for m, p in (
-                            ("shipped", method.shipped),
-                            ("chosen", self.chosen[method.name]),
-                        )
-                        if p == (r, c)
-                    ]
-                    cells.append(
+                cells = [
+                    (
                         ""
-                        if ap is None
-                        else f"{ap:.1f}" + (f" ({', '.join(marks)})" if marks else "")
+                        if (r, c) not in grid
+                        else f"{grid[r, c]:.1f}" + marks(method, (r, c), chosen)
                     )
+                    for c in cols
+                ]
                 lines.append(f"| {r:g} | " + " | ".join(cells) + " |")
             lines += ["", f"Chosen: {method.label(self.chosen[method.name])}.", ""]
         seeds = len(next(iter(self.fresh.values())))
