@@ -6,6 +6,7 @@ import datetime
 import math
 import multiprocessing
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -304,6 +305,24 @@ def detector_command(
     if teacher is not None:
         cmd += ["MODEL.DISTILL.TEACHER_WEIGHTS", teacher]
     return cmd + list(extra)
+
+
+def detector_record(
+    config: str,
+    out: str,
+    seed: int,
+    teacher: Optional[str],
+    quick: bool,
+    extra: Sequence[str] = (),
+    procs: int = 1,
+) -> Dict[str, str]:
+    """A runs file's ``config`` and ``command`` of one run (:func:`detector_command`), as it
+    runs from the repository: ``python`` and paths relative to it."""
+    command = ["python"] + detector_command(config, out, seed, teacher, quick, extra, procs)[1:]
+    return {
+        "config": rel(os.path.join(DIGITS, config)),
+        "command": shlex.join(rel(x) for x in command),
+    }
 
 
 def train_detector(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -18,12 +17,11 @@ from .common import (
     DIGITS,
     METHODS,
     METRIC_NAMES,
-    detector_command,
+    detector_record,
     final_metrics,
     mean_std,
     paired_lines,
     random_weights,
-    rel,
     train_detector,
     trained,
 )
@@ -236,7 +234,6 @@ def run(
             out = os.path.join(work, "det", name, f"seed{seed}")
             weights = teacher if distilled else None
             train_detector(f"{group.key}: {label}", config, out, seed, weights, quick, env, extra)
-            command = ["python"] + detector_command(config, out, seed, weights, quick, extra)[1:]
             row = final_metrics(out)
             metrics[label].append(row)
             runs.append(
@@ -244,8 +241,7 @@ def run(
                     "group": group.key,
                     "method": label,
                     "seed": seed,
-                    "config": rel(os.path.join(DIGITS, config)),
-                    "command": shlex.join(rel(x) for x in command),
+                    **detector_record(config, out, seed, weights, quick, extra),
                     **row,
                 }
             )

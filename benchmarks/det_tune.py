@@ -27,23 +27,18 @@ kept (``run_records``) with its command and the teacher's recipe.
 from __future__ import annotations
 
 import os
-import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 from .common import (
-    DIGITS,
     TEACHER_CONFIG,
-    detector_command,
+    detector_record,
     final_metrics,
     mean_std,
     paired_lines,
-    random_weights,
-    rel,
     train_detector,
-    trained,
 )
-from .results_io import recipe
+from .det_paired import GROUPS, group_teacher
 
 Point = Tuple[float, float]
 
@@ -138,7 +133,8 @@ def row_name(method: Tuned, point: Point, chosen: Point) -> str:
 class DetTuning:
     """grids: method name -> point -> seed-0 box AP; chosen: method name -> point; fresh: row
     name -> box AP per fresh seed (the chosen LumiNet row first); teacher: its metrics;
-    run_records: one per run; provenance: how the teacher was trained (common.recipe)."""
+    run_records: one per run; provenance: "config: recipe" of the teacher
+    (det_paired.group_teacher)."""
 
     grids: Dict[str, Dict[Point, float]]
     chosen: Dict[str, Point]
@@ -162,7 +158,7 @@ class DetTuning:
             "",
         ]
         if self.provenance:
-            lines += [f"Trained: {TEACHER_CONFIG}: {self.provenance}.", ""]
+            lines += [f"Trained: {self.provenance}.", ""]
         for method in METHODS:
             grid = self.grids.get(method.name)
             if not grid:
@@ -213,11 +209,8 @@ def run(seeds: int, quick: bool, work: str, env: dict, points: int = 3) -> DetTu
     """The tuning grids (``points`` values per axis) on seed 0, then the chosen values and
     LumiNet's shipped ones on ``seeds`` fresh seeds. --quick: two trials per method (the shipped
     values and the highest of the first axis) at toy sizes."""
-    if quick:
-        teacher, t_metrics, provenance = random_weights(TEACHER_CONFIG, work), {}, ""
-    else:
-        teacher, t_metrics = trained(TEACHER_CONFIG, env, "dettune teacher")
-        provenance = recipe(os.path.dirname(teacher))
+    teacher, t_metrics, provenance = group_teacher(GROUPS["det"], quick, work, env)
+    provenance = provenance[-1] if provenance else ""  # "teacher_R_50_FPN.yaml: <recipe>"
     records: List[Dict] = []
 
     def train(method: Tuned, point: Point, seed: int, phase: str) -> float:
@@ -225,7 +218,6 @@ def run(seeds: int, quick: bool, work: str, env: dict, points: int = 3) -> DetTu
         extra = method.overrides(point)
         label = f"dettune {phase}: {method.name}, {method.label(point)}"
         train_detector(label, method.config, out, seed, teacher, quick, env, extra)
-        command = ["python"] + detector_command(method.config, out, seed, teacher, quick, extra)[1:]
         ap = final_metrics(out)["bbox/AP"]
         records.append(
             {
@@ -233,10 +225,9 @@ def run(seeds: int, quick: bool, work: str, env: dict, points: int = 3) -> DetTu
                 "method": method.name,
                 **dict(zip(method.keys, point)),
                 "seed": seed,
-                "config": rel(os.path.join(DIGITS, method.config)),
-                "command": shlex.join(rel(x) for x in command),
+                **detector_record(method.config, out, seed, teacher, quick, extra),
                 "bbox/AP": ap,
-                **({"teacher": f"{TEACHER_CONFIG}: {provenance}"} if provenance else {}),
+                **({"teacher": provenance} if provenance else {}),
             }
         )
         return ap

@@ -4,7 +4,6 @@ mode in 2 CPU processes at two batch sizes, and how noisy per-batch statistics a
 from __future__ import annotations
 
 import os
-import shlex
 import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
@@ -16,11 +15,10 @@ from .common import (
     METHOD,
     TEACHER_CONFIG,
     detection_teacher,
-    detector_command,
+    detector_record,
     final_metrics,
     fmt,
     mean_std,
-    rel,
     summary,
     train_detector,
 )
@@ -130,15 +128,13 @@ def run(seeds: int, quick: bool, work: str, env: dict, procs: int = 2, global_ba
                 options = ["MODEL.DISTILL.LUMINET.STATS", mode, *extra]
                 label = f"statistics: {mode} ({procs} processes, {batch} images)"
                 ap[mode].append(train_detector(label, *args, env, extra=options, procs=procs))
-                command = detector_command(*args, options, procs)
                 records.append(
                     {
                         "group": "stats",
                         "method": f"LumiNet, STATS {mode}",
                         "ims_per_batch": batch,
                         "seed": seed,
-                        "config": rel(os.path.join(DIGITS, config)),
-                        "command": shlex.join(["python"] + [rel(x) for x in command[1:]]),
+                        **detector_record(*args, options, procs),
                         **final_metrics(out),
                     }
                 )

@@ -456,7 +456,9 @@ def test_equal_tuning_table_marks_choices_and_pairs_the_fresh_seeds():
         "DKD, β 0.25, T 1 (shipped, chosen)": [27.0, 29.0],
         "LumiNet, T 1, weight 1 (shipped)": [25.0, 26.0],
     }
-    table = DetTuning(grids, chosen, fresh, {"bbox/AP": 46.1}, provenance="600 iterations")
+    table = DetTuning(
+        grids, chosen, fresh, {"bbox/AP": 46.1}, provenance="teacher_R_50_FPN.yaml: 600 iterations"
+    )
     md = "\n".join(table.markdown())
     assert "| T \\ weight | 1 | 4 |" in md
     assert "| 1 | 15.3 | 20.0 (shipped) |" in md and "| 4 | 24.0 (chosen) | 21.0 |" in md
