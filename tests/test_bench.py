@@ -244,9 +244,12 @@ def test_results_say_how_their_teacher_was_trained_from_its_saved_config(tmp_pat
         {"bbox/AP": 46.1},
         provenance=["teacher_R_50_FPN.yaml: " + recipe(str(yaml_run))],
     )
-    assert "Trained: teacher_R_50_FPN.yaml: 450 iterations of 8 images" in "\n".join(
-        table.markdown()
-    )
+    md = "\n".join(table.markdown())
+    assert "Trained: teacher_R_50_FPN.yaml: 450 iterations of 8 images" in md
+    # the det pair's report says LumiNet's weight was tuned on its seed 0; other groups none
+    assert "One trial per method (the shipped configs); LumiNet's weight 4 was chosen" in md
+    mask = PairedDetection(GROUPS["mask"], {"LumiNet": [{"bbox/AP": 25.0}]}, {"bbox/AP": 52.5})
+    assert "(the shipped configs), none tuned on these runs." in "\n".join(mask.markdown())
 
 
 def test_the_tuning_table_marks_the_choice_and_compares_it_with_the_shipped_values():
