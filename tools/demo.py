@@ -2,18 +2,24 @@
 """`make demo`: the plugin's main job end to end on the built-in digits set, on CPU.
 
 1. generate the built-in detection set if absent (no download);
-2. train the R-50-FPN teacher unless a trained one is cached;
-3. train the R-18-FPN student alone (the baseline) unless cached;
-4. distill an R-18-FPN student from the teacher with LumiNet through tools/train_net.py
-   (``--check-teacher`` first evaluates the teacher and refuses a useless one);
+2. train the R-50-FPN teacher unless a trained one is cached, and refuse to go on with one
+   whose box AP (from its own evaluation) is below 1;
+3. train the R-18-FPN student alone (the baseline) and 4. distill an R-18-FPN student from the
+   teacher with LumiNet, unless cached: both through tools/train_net.py and at the same time,
+   each process on half of the CPU cores (on 2 cores a student's step gains less from a second
+   thread than a second run does), with one progress line (iterations, ETA) for the pair;
 5. export the distilled student for stock detectron2;
 6. print teacher / student AP side by side with the paths of checkpoints and the export.
 
-Every training step goes through tools/train_net.py, which prints detectron2's progress with
-ETA. Options: --fresh retrains everything; --skip-baseline omits step 3.
+The teacher trains alone with detectron2's progress lines (with ETA); the students' own lines
+go to ``console.txt`` in their output folders. Options: --fresh retrains everything;
+--skip-baseline omits the student alone; --one-at-a-time trains the students one after the
+other with all cores.
 """
 
 import argparse
+import json
+import math
 import os
 import subprocess
 import sys
@@ -25,6 +31,8 @@ CONFIGS = os.path.join(ROOT, "configs", "Digits-Detection")
 
 #: the demo's three runs, in order
 _CONFIGS = ("teacher_R_50_FPN.yaml", "student_R_18_FPN.yaml", "luminet_R50_R18.yaml")
+#: the lowest teacher box AP (%) the demo distills from (tools/train_net.py --min-teacher-ap)
+MIN_TEACHER_AP = 1.0
 
 
 def banner(text):
@@ -42,33 +50,169 @@ def load_cfg(name):
     return load_config(os.path.join(CONFIGS, name))
 
 
-def train(config, fresh, extra=()):
+def train_command(config):
+    return [sys.executable, "tools/train_net.py", "--config-file", os.path.join(CONFIGS, config)]
+
+
+def planned(config, fresh):
+    """(cfg, output folder, final checkpoint, cached) of a config's run; cached when the final
+    checkpoint and an evaluation of it exist (and not ``fresh``)."""
     from luminet_det.runio import last_box_ap
 
     cfg = load_cfg(config)
     out = os.path.join(ROOT, cfg.OUTPUT_DIR)
     final = os.path.join(out, "model_final.pth")
-    if os.path.isfile(final) and last_box_ap(out) and not fresh:
+    cached = os.path.isfile(final) and last_box_ap(out) is not None and not fresh
+    if cached:
         print(f"cached: {final} (delete it or pass --fresh to retrain)")
-    else:
-        t0 = time.time()
-        run(
-            [
-                sys.executable,
-                "tools/train_net.py",
-                "--config-file",
-                os.path.join(CONFIGS, config),
-                *extra,
-            ]
+    return cfg, out, final, cached
+
+
+def train(config, fresh):
+    """Train one config with all cores (unless cached); returns (output folder, checkpoint)."""
+    _, out, final, cached = planned(config, fresh)
+    if not cached:
+        start = time.time()
+        run(train_command(config))
+        print(f"trained in {time.time() - start:.0f} s")
+    return out, final
+
+
+def check_teacher(row, checkpoint):
+    """The teacher's metrics row (``last_box_ap`` of its run: the evaluation of ``checkpoint``
+    at the end of its training) if its box AP is at least :data:`MIN_TEACHER_AP`; otherwise
+    stop: distilling from it would teach the students noise."""
+    ap = row.get("bbox/AP", float("nan")) if row else float("nan")
+    if not ap >= MIN_TEACHER_AP:
+        raise SystemExit(
+            f"error: the teacher {os.path.relpath(checkpoint, ROOT)} reaches box AP {ap:.2f} on "
+            f"digits_det_val, below {MIN_TEACHER_AP}: distilling from it would teach noise. "
+            "Retrain it with --fresh (or delete its folder) and check its log.txt."
         )
-        print(f"trained in {time.time() - t0:.0f} s")
-    return cfg, out, final
+    print(f"teacher box AP {ap:.1f} (its own evaluation; the demo needs >= {MIN_TEACHER_AP})")
+    return row
+
+
+def minutes(seconds):
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
+def iterations_done(metrics, offset):
+    """Iterations a run has logged to its metrics.json past byte ``offset`` (0 if none yet)."""
+    if not os.path.isfile(metrics):
+        return 0
+    with open(metrics) as f:
+        f.seek(offset)
+        rows = [json.loads(line) for line in f.read().splitlines() if line.strip()[-1:] == "}"]
+    return max((int(r["iteration"]) + 1 for r in rows if "iteration" in r), default=0)
+
+
+def train_together(jobs, fresh, period=20.0):
+    """Train the ``(label, config)`` jobs not cached at the same time, each process with an
+    equal share of the CPU cores and its console output in ``<OUTPUT_DIR>/console.txt``;
+    prints one progress line (iterations, elapsed, ETA) every ``period`` seconds. Stops the
+    others and shows the end of the failed run's output if one fails. Returns
+    ``{config: (output folder, checkpoint)}``."""
+    done, running = {}, []
+    for label, config in jobs:
+        cfg, out, final, cached = planned(config, fresh)
+        done[config] = (out, final)
+        if not cached:
+            running.append(
+                {"label": label, "config": config, "out": out, "total": cfg.SOLVER.MAX_ITER}
+            )
+    if not running:
+        return done
+    threads = max(1, (os.cpu_count() or 1) // len(running))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    start = time.time()
+    try:
+        for job in running:
+            os.makedirs(job["out"], exist_ok=True)
+            job["metrics"] = os.path.join(job["out"], "metrics.json")
+            job["offset"] = os.path.getsize(job["metrics"]) if os.path.isfile(job["metrics"]) else 0
+            job["console"] = os.path.join(job["out"], "console.txt")
+            cmd = train_command(job["config"])
+            print(
+                f"$ {' '.join(cmd)}  # {threads} thread(s), output in "
+                f"{os.path.relpath(job['console'], ROOT)}",
+                flush=True,
+            )
+            with open(job["console"], "w") as console:
+                job["proc"] = subprocess.Popen(
+                    cmd, cwd=ROOT, env=env, stdout=console, stderr=subprocess.STDOUT
+                )
+        printed = start
+        while True:
+            codes = [job["proc"].poll() for job in running]
+            failed = [job for job, code in zip(running, codes) if code not in (None, 0)]
+            if failed:
+                raise _RunFailed(failed[0])
+            if all(code == 0 for code in codes):
+                break
+            time.sleep(1.0)
+            if time.time() - printed >= period:
+                printed = time.time()
+                print("  " + progress(running, printed - start), flush=True)
+    except _RunFailed as e:
+        stop(running)
+        with open(e.job["console"]) as f:
+            tail = f.read().splitlines()[-25:]
+        print("\n".join(tail), file=sys.stderr)
+        raise SystemExit(
+            f"error: the {e.job['label']} run failed (exit code {e.job['proc'].returncode}); "
+            f"its output: {e.job['console']}"
+        ) from None
+    finally:
+        stop(running)  # also on Ctrl-C
+    print(f"trained in {time.time() - start:.0f} s ({len(running)} at once)")
+    return done
+
+
+def stop(running, grace=10.0):
+    """Terminate the runs still going (their checkpoints so far stay), killing those that
+    have not exited after ``grace`` seconds."""
+    alive = [job["proc"] for job in running if "proc" in job and job["proc"].poll() is None]
+    for proc in alive:
+        proc.terminate()
+    for proc in alive:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def progress(running, elapsed):
+    """One line: each run's logged iterations, the time elapsed and the training ETA (the
+    slowest run's, from its rate so far)."""
+    parts, eta = [], 0.0
+    for job in running:
+        n = iterations_done(job["metrics"], job["offset"])
+        parts.append(f"{job['label']} {n}/{job['total']}")
+        eta = max(eta, elapsed * (job["total"] - n) / n if n else math.inf)
+    eta_text = minutes(eta) if math.isfinite(eta) else "?"
+    return (
+        f"{', '.join(parts)} iterations · {minutes(elapsed)} elapsed · training ETA {eta_text} "
+        "(then evaluation)"
+    )
+
+
+class _RunFailed(Exception):
+    def __init__(self, job):
+        super().__init__(job["label"])
+        self.job = job
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fresh", action="store_true", help="retrain even if cached")
     parser.add_argument("--skip-baseline", action="store_true", help="no student-alone run")
+    parser.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="train the two students one after the other, each with all cores",
+    )
     args = parser.parse_args()
     start = time.time()
 
@@ -97,16 +241,25 @@ def main():
         generate_digits_detection(root, progress=True)
 
     banner("2/5 teacher: R-50-FPN (configs/Digits-Detection/teacher_R_50_FPN.yaml)")
-    _, t_out, t_final = train("teacher_R_50_FPN.yaml", args.fresh)
+    t_out, t_final = train("teacher_R_50_FPN.yaml", args.fresh)
+    teacher_ap = check_teacher(last_box_ap(t_out), t_final)
 
-    rows = [("teacher R-50-FPN", last_box_ap(t_out), t_final)]
+    students = [("LumiNet student", "luminet_R50_R18.yaml")]
     if not args.skip_baseline:
-        banner("3/5 student alone: R-18-FPN (student_R_18_FPN.yaml)")
-        _, b_out, b_final = train("student_R_18_FPN.yaml", args.fresh)
+        students.insert(0, ("student alone", "student_R_18_FPN.yaml"))
+    banner(
+        f"{'3-4' if len(students) == 2 else '4'}/5 R-18-FPN students: "
+        + " and ".join(f"{label} ({config})" for label, config in students)
+    )
+    if args.one_at_a_time:
+        trained = {config: train(config, args.fresh) for _, config in students}
+    else:
+        trained = train_together(students, args.fresh)
+    rows = [("teacher R-50-FPN", teacher_ap, t_final)]
+    if not args.skip_baseline:
+        b_out, b_final = trained["student_R_18_FPN.yaml"]
         rows.append(("student R-18-FPN alone", last_box_ap(b_out), b_final))
-
-    banner("4/5 LumiNet student: R-18-FPN distilled from the teacher (luminet_R50_R18.yaml)")
-    s_cfg, s_out, s_final = train("luminet_R50_R18.yaml", args.fresh, extra=["--check-teacher"])
+    s_out, s_final = trained["luminet_R50_R18.yaml"]
     rows.append(("student R-18-FPN + LumiNet", last_box_ap(s_out), s_final))
 
     banner("5/5 export the distilled student for stock detectron2")
