@@ -29,8 +29,8 @@ import luminet_det.cli  # noqa: E402,F401  isort: skip  (a command: hides known 
 import torch  # noqa: E402
 
 from benchmarks.results_io import command_line  # noqa: E402
-from benchmarks.results_io import commit as results_commit  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
+from benchmarks.results_io import commit as results_commit  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs", "Digits-Detection")
@@ -155,6 +155,34 @@ def measure(steps: int, rounds: int, threads=(2, 1), pre_nms=(1000, 250)) -> Lis
     return rows
 
 
+def top_ops(config: str, pre_nms: int, threads: int, steps: int, n: int = 12) -> List[Dict]:
+    """The ``n`` operators with the most self time (torch.profiler) over ``steps`` training
+    steps of one setting, after 2 warm-up steps: name, milliseconds per step, share of the
+    profiled time."""
+    from detectron2.utils.events import EventStorage
+    from torch.profiler import ProfilerActivity, profile
+
+    setting = Setting(config, pre_nms)
+    torch.set_num_threads(threads)
+    with EventStorage(0):
+        for _ in range(2):
+            setting.step()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                setting.step()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [
+        {
+            "op": e.key,
+            "ms_per_step": e.self_cpu_time_total / 1000 / steps,
+            "share": e.self_cpu_time_total / total,
+        }
+        for e in events[:n]
+    ]
+
+
 def table(rows: List[Dict]) -> List[str]:
     lines = [
         "| model | threads | pre-NMS per level | step ms | data | backbone fwd | RPN fwd "
@@ -200,6 +228,7 @@ def main(argv=None) -> int:
     if not is_generated(digits_root()):
         generate_digits_detection(digits_root())
     rows = measure(args.steps, args.rounds)
+    ops = top_ops("teacher_R_50_FPN.yaml", 250, 2, args.steps)
     commit = results_commit()
     lines = [
         f"# Benchmark: {args.name}",
@@ -221,8 +250,17 @@ def main(argv=None) -> int:
         *table(rows),
         "",
         *ratios(rows),
+        "",
+        "## The teacher's step by operator (2 threads, pre-NMS 250)",
+        "",
+        f"torch.profiler over {args.steps} steps (self time; the profiler's own cost included): "
+        "the operators with the most time, per step and as a share of all operators' time.",
+        "",
+        "| operator | ms per step | share |",
+        "|---|---|---|",
+        *(f"| `{o['op']}` | {o['ms_per_step']:.1f} | {100 * o['share']:.1f} % |" for o in ops),
     ]
-    record = {"command": command_line(), "commit": commit}
+    record = {"command": command_line(), "commit": commit, "teacher_top_ops": ops}
     write_results(args.results, args.name, lines, record, rows)
     return 0
 

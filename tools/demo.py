@@ -188,7 +188,7 @@ def progress(running, elapsed):
     slowest run's, from its rate so far)."""
     parts, eta = [], 0.0
     for job in running:
-        n = iterations_done(job["metrics"], job["offset"])
+        n = min(iterations_done(job["metrics"], job["offset"]), job["total"])  # + evaluation row
         parts.append(f"{job['label']} {n}/{job['total']}")
         eta = max(eta, elapsed * (job["total"] - n) / n if n else math.inf)
     eta_text = minutes(eta) if math.isfinite(eta) else "?"
