@@ -221,16 +221,23 @@ def _flat(node, prefix: str = "") -> Dict[str, object]:
     return out
 
 
-def stale(output_dir: str, config: str, opts: Sequence[str]) -> Optional[str]:
+def stale(
+    output_dir: str, config: str, opts: Sequence[str], teacher: Optional[str] = None
+) -> Optional[str]:
     """Why the finished run in ``output_dir`` is not a run of ``config`` (in
-    configs/Digits-Detection/) with ``opts`` any more, or None: the first value of its saved
-    ``config.yaml`` that differs from what the config gives today (a config whose defaults
+    configs/Digits-Detection/) with ``opts`` any more, or None: its ``teacher`` weights file was
+    written after the run's final checkpoint (a retrained teacher), or the first value of its
+    saved ``config.yaml`` that differs from what the config gives today (a config whose defaults
     changed after the run was cached); :data:`_NOT_COMPARED` and keys the run predates are left
     out."""
     import yaml
 
     from luminet_det import load_config
 
+    final = os.path.join(output_dir, "model_final.pth")
+    if teacher and os.path.isfile(teacher) and os.path.isfile(final):
+        if os.path.getmtime(teacher) > os.path.getmtime(final):
+            return f"its teacher {rel(teacher)} was trained after it"
     with open(os.path.join(output_dir, "config.yaml")) as f:
         saved = _flat(yaml.safe_load(f))
     now = _flat(yaml.safe_load(load_config(os.path.join(DIGITS, config), list(opts)).dump()))
@@ -341,7 +348,7 @@ def train_detector(
     reused unless it is :func:`stale` (then it is deleted and trained again)."""
     cmd = detector_command(config, out, seed, teacher, quick, extra, procs)
     if not quick and finished(out):
-        why = stale(out, config, cmd[cmd.index("SEED") :])
+        why = stale(out, config, cmd[cmd.index("SEED") :], teacher)
         if why is None:
             log(f"{label}, seed {seed}: cached run, AP {final_ap(out):.2f}")
             return final_ap(out)

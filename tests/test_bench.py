@@ -481,6 +481,7 @@ def test_a_cached_run_is_stale_when_its_config_no_longer_gives_its_values(tmp_pa
     import yaml
 
     from benchmarks.common import DIGITS, stale
+    from benchmarks.results_io import rel
     from luminet_det import load_config
 
     opts = ["SEED", "3", "OUTPUT_DIR", str(tmp_path)]
@@ -499,3 +500,13 @@ def test_a_cached_run_is_stale_when_its_config_no_longer_gives_its_values(tmp_pa
     assert stale(str(tmp_path), "luminet_R50_R18.yaml", ["SEED", "4"]) == (
         "SEED is 3 in the run, 4 now"
     )
+    # a teacher retrained after the run (its file newer than the run's checkpoint)
+    final, teacher = tmp_path / "model_final.pth", tmp_path / "teacher.pth"
+    final.write_bytes(b"run")
+    teacher.write_bytes(b"teacher")
+    os.utime(final, (1000, 1000))
+    os.utime(teacher, (2000, 2000))
+    why = stale(str(tmp_path), "luminet_R50_R18.yaml", opts, str(teacher))
+    assert why == f"its teacher {rel(str(teacher))} was trained after it"
+    os.utime(teacher, (500, 500))  # trained before the run: the run stays
+    assert stale(str(tmp_path), "luminet_R50_R18.yaml", opts, str(teacher)) is None

@@ -31,7 +31,7 @@ CONFIGS = os.path.join(ROOT, "configs", "Digits-Detection")
 
 #: the demo's three runs, in order
 _CONFIGS = ("teacher_R_50_FPN.yaml", "student_R_18_FPN.yaml", "luminet_R50_R18.yaml")
-#: the lowest teacher box AP (%) the demo distills from (tools/train_net.py --min-teacher-ap)
+#: the lowest teacher box AP (%) the demo distills from (as tools/train_net.py --check-teacher)
 MIN_TEACHER_AP = 1.0
 
 
