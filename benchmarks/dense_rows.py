@@ -28,6 +28,7 @@ import luminet_det.cli  # noqa: E402,F401  isort: skip  (a command: hides known 
 import torch  # noqa: E402
 
 from benchmarks.results_io import commit as results_commit  # noqa: E402
+from benchmarks.results_io import header  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,13 +104,7 @@ def main(argv=None) -> int:
     teacher = load_config(CONFIG).MODEL.DISTILL.TEACHER_WEIGHTS
     teacher_ap = (last_box_ap(os.path.dirname(os.path.join(ROOT, teacher))) or {}).get("bbox/AP")
     lines = [
-        f"# Benchmark: {args.name}",
-        "",
-        f"- date: {datetime.datetime.now():%Y-%m-%d %H:%M}",
-        f"- machine: {os.cpu_count()} cores, torch {torch.__version__}",
-        f"- commit: {commit}",
-        f"- command: `{command}`",
-        f"- wall time: {(time.time() - start) / 60:.1f} min",
+        *header(args.name, commit, command, start),
         (
             f"- teacher: `{teacher}` "
             "(configs/Digits-Detection/teacher_retinanet_R_50_FPN.yaml), box "

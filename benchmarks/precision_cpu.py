@@ -27,6 +27,7 @@ import luminet_det.cli  # noqa: E402,F401  isort: skip  (a command: hides known 
 import torch  # noqa: E402
 
 from benchmarks.results_io import commit as results_commit  # noqa: E402
+from benchmarks.results_io import header  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,14 +139,7 @@ def main(argv=None) -> int:
     command = f"python benchmarks/precision_cpu.py --rounds {args.rounds} --name {args.name}"
     fmt = "{:.2f} [{:.2f}, {:.2f}]".format
     lines = [
-        f"# Benchmark: {args.name}",
-        "",
-        f"- date: {datetime.datetime.now():%Y-%m-%d %H:%M}",
-        f"- machine: {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads",
-        f"- commit: {commit}",
-        f"- command: `{command}`",
-        f"- wall time: {(time.time() - start) / 60:.1f} min",
+        *header(args.name, commit, command, start, f", {torch.get_num_threads()} threads"),
         "",
         "## The teacher's dtype on CPU (MODEL.DISTILL.TEACHER_DTYPE)",
         "",

@@ -4,11 +4,13 @@ stand-alone measurements (dense_rows, luminet_scale, precision_cpu, gpu)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shlex
 import subprocess
 import sys
+import time
 from typing import Dict, List, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,6 +30,23 @@ def commit() -> str:
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
+
+
+def header(name: str, commit: str, command: str, start: float, machine: str = "") -> List[str]:
+    """The opening lines of a stand-alone measurement's results file: its name, the date, the
+    machine (cores and torch, then ``machine``), ``commit``, ``command`` and the wall time since
+    ``start`` (a ``time.time()``)."""
+    import torch
+
+    return [
+        f"# Benchmark: {name}",
+        "",
+        f"- date: {datetime.datetime.now():%Y-%m-%d %H:%M}",
+        f"- machine: {os.cpu_count()} cores, torch {torch.__version__}{machine}",
+        f"- commit: {commit}",
+        f"- command: `{command}`",
+        f"- wall time: {(time.time() - start) / 60:.1f} min",
+    ]
 
 
 def write_results(

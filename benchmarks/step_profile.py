@@ -29,6 +29,7 @@ import luminet_det.cli  # noqa: E402,F401  isort: skip  (a command: hides known 
 import torch  # noqa: E402
 
 from benchmarks.results_io import command_line  # noqa: E402
+from benchmarks.results_io import header  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 from benchmarks.results_io import commit as results_commit  # noqa: E402
 
@@ -231,13 +232,7 @@ def main(argv=None) -> int:
     ops = top_ops("teacher_R_50_FPN.yaml", 250, 2, args.steps)
     commit = results_commit()
     lines = [
-        f"# Benchmark: {args.name}",
-        "",
-        f"- date: {datetime.datetime.now():%Y-%m-%d %H:%M}",
-        f"- machine: {os.cpu_count()} cores, torch {torch.__version__}",
-        f"- commit: {commit}",
-        f"- command: `{command_line()}`",
-        f"- wall time: {(time.time() - start) / 60:.1f} min",
+        *header(args.name, commit, command_line(), start),
         "",
         "## Where a training step's time goes (CPU)",
         "",

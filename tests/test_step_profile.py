@@ -45,3 +45,16 @@ def test_nms_timer_counts_the_rpn_nms_and_restores_it():
     assert keep.tolist() == [0, 2]  # the wrapped NMS still suppresses the overlapping box
     assert timer.s["nms"] > 0
     assert proposal_utils.batched_nms is original
+
+
+def test_results_header_of_the_stand_alone_measurements():
+    import os
+    import time
+
+    from benchmarks.results_io import header
+
+    lines = header("2026-12-02-x", "abc1234", "python x.py", time.time() - 120, ", 2 threads")
+    assert lines[:2] == ["# Benchmark: 2026-12-02-x", ""]
+    assert lines[2].startswith("- date: 20")
+    assert lines[3] == f"- machine: {os.cpu_count()} cores, torch {torch.__version__}, 2 threads"
+    assert lines[4:] == ["- commit: abc1234", "- command: `python x.py`", "- wall time: 2.0 min"]
