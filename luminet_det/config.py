@@ -24,6 +24,7 @@ __all__ = [
     "DENSE_ANCHORS",
     "CASCADE_COMBINE",
     "TEACHER_DTYPES",
+    "ROI_ALIGN_CPU_GRADS",
     "TEACHER_ARCHITECTURE",
     "num_classes_key",
     "get_num_classes",
@@ -46,6 +47,8 @@ DENSE_ANCHORS = ("relevant", "valid", "foreground")
 TEACHER_DTYPES = tuple(DTYPES)
 #: MODEL.DISTILL.CASCADE_COMBINE values: a Cascade teacher's stages as one single-stage target.
 CASCADE_COMBINE = ("mean_logits", "mean_probs")
+#: MODEL.DISTILL.ROI_ALIGN_CPU_GRAD values (luminet_det/modeling/roi_align.py).
+ROI_ALIGN_CPU_GRADS = ("matmul", "torchvision")
 #: student META_ARCHITECTURE -> the META_ARCHITECTURE its teachers must have
 TEACHER_ARCHITECTURE = {"DistillRCNN": "GeneralizedRCNN", "DistillRetinaNet": "RetinaNet"}
 _ONE_STAGE = ("RetinaNet", "DistillRetinaNet")
@@ -116,6 +119,13 @@ def add_luminet_config(cfg: CN) -> None:
     # Every distillation weight is multiplied by min(iter / WARMUP_ITERS, 1): a linear ramp
     # from 0 to 1 over the first WARMUP_ITERS iterations. 0 disables the ramp.
     _C.MODEL.DISTILL.WARMUP_ITERS = 0
+    # ROIAlign's input gradient when training on the CPU (any model the training command
+    # builds, a teacher trained alone too). "matmul": two matrix products per image (all
+    # cores) wherever a cost rule expects them to beat torchvision's single-threaded loop, e.g.
+    # the FPN levels of small images (luminet_det/modeling/roi_align.py); "torchvision": its
+    # loop everywhere. The forward is torchvision's either way and the gradients agree to
+    # rounding; GPUs always use torchvision's kernels.
+    _C.MODEL.DISTILL.ROI_ALIGN_CPU_GRAD = "matmul"
 
     _C.MODEL.DISTILL.LUMINET = CN()
     # Temperature tau (> 0) of the softmax over perception logits.

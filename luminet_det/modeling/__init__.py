@@ -13,7 +13,9 @@ registers everything a detector of the plugin needs.
 * :mod:`.teacher` — building and checking teachers;
 * :mod:`.roi` — the box branch (which heads have one, its logits on given boxes);
 * :mod:`.reviewkd` — ReviewKD's fusion adapters and loss;
-* :mod:`.backbone` — MobileNetV2-FPN.
+* :mod:`.backbone` — MobileNetV2-FPN;
+* :mod:`.roi_align` — ROIAlign whose CPU input gradient is two matrix products (the training
+  command swaps it in: ``MODEL.DISTILL.ROI_ALIGN_CPU_GRAD``).
 """
 
 from .. import data as _data  # noqa: F401  (registers the built-in datasets)
@@ -24,6 +26,7 @@ from .distiller import STUDENT_EXCLUDED_PREFIXES, Distiller, student_state_dict
 from .records import DenseRecord, Stage, StudentRecord, TeacherOutputs
 from .reviewkd import ABF, ReviewKD
 from .roi import box_logits, num_box_stages, require_box_branch
+from .roi_align import use_matmul_roi_align_grad
 from .teacher import (
     build_teacher,
     build_teachers,
