@@ -25,6 +25,7 @@ __all__ = [
     "CASCADE_COMBINE",
     "TEACHER_DTYPES",
     "ROI_ALIGN_CPU_GRADS",
+    "DEFAULT_ROI_ALIGN_CPU_GRAD",
     "TEACHER_ARCHITECTURE",
     "num_classes_key",
     "get_num_classes",
@@ -49,6 +50,8 @@ TEACHER_DTYPES = tuple(DTYPES)
 CASCADE_COMBINE = ("mean_logits", "mean_probs")
 #: MODEL.DISTILL.ROI_ALIGN_CPU_GRAD values (luminet_det/modeling/roi_align.py).
 ROI_ALIGN_CPU_GRADS = ("matmul", "torchvision")
+#: its default (also for a LazyConfig trained without a ``distill`` section)
+DEFAULT_ROI_ALIGN_CPU_GRAD = "matmul"
 #: student META_ARCHITECTURE -> the META_ARCHITECTURE its teachers must have
 TEACHER_ARCHITECTURE = {"DistillRCNN": "GeneralizedRCNN", "DistillRetinaNet": "RetinaNet"}
 _ONE_STAGE = ("RetinaNet", "DistillRetinaNet")
@@ -125,7 +128,7 @@ def add_luminet_config(cfg: CN) -> None:
     # the FPN levels of small images (luminet_det/modeling/roi_align.py); "torchvision": its
     # loop everywhere. The forward is torchvision's either way and the gradients agree to
     # rounding; GPUs always use torchvision's kernels.
-    _C.MODEL.DISTILL.ROI_ALIGN_CPU_GRAD = "matmul"
+    _C.MODEL.DISTILL.ROI_ALIGN_CPU_GRAD = DEFAULT_ROI_ALIGN_CPU_GRAD
 
     _C.MODEL.DISTILL.LUMINET = CN()
     # Temperature tau (> 0) of the softmax over perception logits.

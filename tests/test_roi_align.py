@@ -195,3 +195,41 @@ def test_trainer_builds_with_the_chosen_gradient():
     cfg.MODEL.DISTILL.ROI_ALIGN_CPU_GRAD = "fast"
     with pytest.raises(ConfigError, match=r"ROI_ALIGN_CPU_GRAD must be one of \['matmul', "):
         Trainer.build_model(cfg)
+
+
+def test_lazy_trainer_applies_the_distill_sections_choice(monkeypatch):
+    # luminet-lazy-train reads distill.roi_align_cpu_grad (MODEL.DISTILL's default without a
+    # distill section) and hands it to set_roi_align_cpu_grad before training
+    from types import SimpleNamespace
+
+    from luminet_det.cli import lazy_train
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def record(model, choice):
+        seen.append(choice)
+        raise Stop
+
+    monkeypatch.setattr(lazy_train, "build_lazy_model", lambda cfg: torch.nn.Linear(1, 1))
+    monkeypatch.setattr(lazy_train, "set_roi_align_cpu_grad", record)
+    monkeypatch.setattr(
+        lazy_train,
+        "distill_cfgnode",
+        lambda cfg: SimpleNamespace(
+            MODEL=SimpleNamespace(
+                DISTILL=SimpleNamespace(ROI_ALIGN_CPU_GRAD=cfg.distill.roi_align_cpu_grad)
+            )
+        ),
+    )
+    args = SimpleNamespace(check_teacher=False)
+    from omegaconf import OmegaConf
+
+    with_section = OmegaConf.create({"distill": {"roi_align_cpu_grad": "torchvision"}})
+    without = OmegaConf.create({})
+    for cfg in (with_section, without):
+        with pytest.raises(Stop):
+            lazy_train.do_train(args, cfg)
+    assert seen == ["torchvision", "matmul"]

@@ -32,9 +32,11 @@ from detectron2.engine import (
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
+from luminet_det.config import DEFAULT_ROI_ALIGN_CPU_GRAD
 from luminet_det.engine import cpu_ddp, make_atomic
 from luminet_det.errors import TeacherTooWeakError, UserInputError
-from luminet_det.lazy import build_lazy_model, resolve_lazy_teacher_paths
+from luminet_det.lazy import build_lazy_model, distill_cfgnode, resolve_lazy_teacher_paths
+from luminet_det.modeling.roi_align import set_roi_align_cpu_grad
 
 logger = logging.getLogger("luminet_det")
 
@@ -80,6 +82,10 @@ def do_train(args, cfg):
                 "'running'."
             )
     model = build_lazy_model(cfg)
+    grad = DEFAULT_ROI_ALIGN_CPU_GRAD  # distill.roi_align_cpu_grad, as MODEL.DISTILL's key
+    if "distill" in cfg:
+        grad = distill_cfgnode(cfg).MODEL.DISTILL.ROI_ALIGN_CPU_GRAD
+    set_roi_align_cpu_grad(model, grad)
     model.to(cfg.train.device)
     if args.check_teacher and "distill" in cfg:  # before the writers open their files
         check_teachers(cfg, model, args.min_teacher_ap)

@@ -26,7 +26,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import luminet_det.modeling  # noqa: F401  (registers the plugin's models and datasets)
-from luminet_det.config import ROI_ALIGN_CPU_GRADS, TEACHER_ARCHITECTURE, load_config
+from luminet_det.config import TEACHER_ARCHITECTURE, load_config
 from luminet_det.data import (
     CheckedDatasetMapper,
     check_dataset_files,
@@ -40,8 +40,8 @@ from luminet_det.engine import (
     make_atomic,
     precompute_teacher_stats,
 )
-from luminet_det.errors import ConfigError, UserInputError
-from luminet_det.modeling.roi_align import use_matmul_roi_align_grad
+from luminet_det.errors import UserInputError
+from luminet_det.modeling.roi_align import set_roi_align_cpu_grad
 
 
 class Trainer(DefaultTrainer):
@@ -58,15 +58,8 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_model(cls, cfg):
         """detectron2's model, its ROIAlign modules set by MODEL.DISTILL.ROI_ALIGN_CPU_GRAD."""
-        choice = cfg.MODEL.DISTILL.ROI_ALIGN_CPU_GRAD
-        if choice not in ROI_ALIGN_CPU_GRADS:
-            raise ConfigError(
-                f"MODEL.DISTILL.ROI_ALIGN_CPU_GRAD must be one of {list(ROI_ALIGN_CPU_GRADS)}, "
-                f"got {choice!r}."
-            )
         model = super().build_model(cfg)
-        if choice == "matmul":
-            use_matmul_roi_align_grad(model)
+        set_roi_align_cpu_grad(model, cfg.MODEL.DISTILL.ROI_ALIGN_CPU_GRAD)
         return model
 
     @classmethod

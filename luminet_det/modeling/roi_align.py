@@ -25,8 +25,9 @@ to the map (the FPN levels of small images) and not on COCO-sized maps with smal
 needed, autocast, half precision) uses torchvision's kernels unchanged.
 
 :func:`use_matmul_roi_align_grad` swaps a built model's detectron2 ``ROIAlign`` modules for
-:class:`ROIAlign` (no parameters or buffers: checkpoints are unchanged); the training command
-does it for ``MODEL.DISTILL.ROI_ALIGN_CPU_GRAD "matmul"`` (the default).
+:class:`ROIAlign` (no parameters or buffers: checkpoints are unchanged); the training commands
+do it through :func:`set_roi_align_cpu_grad` for ``MODEL.DISTILL.ROI_ALIGN_CPU_GRAD "matmul"``
+(the default; ``distill.roi_align_cpu_grad`` of a LazyConfig).
 """
 
 from typing import Tuple
@@ -37,6 +38,9 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 from torchvision.ops import roi_align as _tv_roi_align
 
+from ..config import ROI_ALIGN_CPU_GRADS
+from ..errors import ConfigError
+
 __all__ = [
     "ROIAlign",
     "axis_weights",
@@ -44,6 +48,7 @@ __all__ = [
     "matmul_grad_pays",
     "roi_align",
     "sampling_grid",
+    "set_roi_align_cpu_grad",
     "use_matmul_roi_align_grad",
 ]
 
@@ -295,3 +300,21 @@ def use_matmul_roi_align_grad(model: nn.Module) -> int:
                 setattr(parent, name, new)
                 replaced += 1
     return replaced
+
+
+def set_roi_align_cpu_grad(model: nn.Module, choice: str) -> int:
+    """Apply ``MODEL.DISTILL.ROI_ALIGN_CPU_GRAD``: ``"matmul"`` swaps :class:`ROIAlign` in
+    (:func:`use_matmul_roi_align_grad`), ``"torchvision"`` leaves the model as built.
+
+    Returns:
+        int: how many modules were replaced.
+
+    Raises:
+        ConfigError: ``choice`` is not one of :data:`luminet_det.config.ROI_ALIGN_CPU_GRADS`.
+    """
+    if choice not in ROI_ALIGN_CPU_GRADS:
+        raise ConfigError(
+            f"MODEL.DISTILL.ROI_ALIGN_CPU_GRAD must be one of {list(ROI_ALIGN_CPU_GRADS)}, got "
+            f"{choice!r}."
+        )
+    return use_matmul_roi_align_grad(model) if choice == "matmul" else 0
