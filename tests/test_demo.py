@@ -127,3 +127,36 @@ def test_a_weak_or_unevaluated_teacher_stops_the_demo(demo):
     for row in (None, {"bbox/AP": 0.5}, {"bbox/AP": math.nan}, {"iteration": 9}):
         with pytest.raises(SystemExit, match=r"output/t/model_final.pth reaches box AP .* below"):
             demo.check_teacher(row, ckpt)
+
+
+@pytest.mark.parametrize(
+    "cached, rows, commands, ok",
+    [
+        # a cached good teacher: nothing trained
+        (True, [{"bbox/AP": 30.0}], [], True),
+        # trained, collapsed (no detections), then good with the next seed
+        (False, [{"bbox/AP": math.nan}, {"bbox/AP": 25.0}], [[], ["SEED", "5"]], True),
+        # a cached collapsed teacher is trained again with the next seed
+        (True, [{"bbox/AP": 0.2}, {"bbox/AP": 31.0}], [["SEED", "5"]], True),
+        # three collapsed seeds: stop with the message
+        (False, [{"bbox/AP": math.nan}] * 3, [[], ["SEED", "5"], ["SEED", "6"]], False),
+    ],
+)
+def test_a_collapsed_teacher_is_trained_again_with_the_next_seed(
+    demo, monkeypatch, cached, rows, commands, ok
+):
+    import luminet_det.runio
+
+    out = os.path.join(ROOT, "output", "t")
+    cfg = SimpleNamespace(SEED=4)
+    monkeypatch.setattr(demo, "planned", lambda c, f: (cfg, out, out + "/model_final.pth", cached))
+    monkeypatch.setattr(demo, "train_command", lambda c: ["train", c])
+    ran, results = [], list(rows)
+    monkeypatch.setattr(demo, "run", lambda cmd: ran.append(cmd[2:]))
+    monkeypatch.setattr(luminet_det.runio, "last_box_ap", lambda o: results.pop(0))
+    if ok:
+        assert demo.train_teacher(fresh=False) == (out, out + "/model_final.pth", rows[-1])
+    else:
+        with pytest.raises(SystemExit, match=r"reaches box AP nan .* another seed"):
+            demo.train_teacher(fresh=False)
+    assert ran == commands and results == []

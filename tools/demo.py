@@ -2,8 +2,9 @@
 """`make demo`: the plugin's main job end to end on the built-in digits set, on CPU.
 
 1. generate the built-in detection set if absent (no download);
-2. train the R-50-FPN teacher unless a trained one is cached, and refuse to go on with one
-   whose box AP (from its own evaluation) is below 1;
+2. train the R-50-FPN teacher unless a trained one is cached; if its box AP (from its own
+   evaluation) is below 1 (a detector trained from scratch in 400 iterations collapses in some
+   runs), train it again with the next SEED, and stop after 3 collapsed seeds;
 3. train the R-18-FPN student alone (the baseline) and 4. distill an R-18-FPN student from the
    teacher with LumiNet, unless cached: both through tools/train_net.py and at the same time,
    each process on half of the CPU cores (on 2 cores a student's step gains less from a second
@@ -33,6 +34,8 @@ CONFIGS = os.path.join(ROOT, "configs", "Digits-Detection")
 _CONFIGS = ("teacher_R_50_FPN.yaml", "student_R_18_FPN.yaml", "luminet_R50_R18.yaml")
 #: the lowest teacher box AP (%) the demo distills from (as tools/train_net.py --check-teacher)
 MIN_TEACHER_AP = 1.0
+#: how many seeds (the config's SEED, then the next ones) the teacher is trained with at most
+TEACHER_ATTEMPTS = 3
 
 
 def banner(text):
@@ -82,15 +85,50 @@ def check_teacher(row, checkpoint):
     """The teacher's metrics row (``last_box_ap`` of its run: the evaluation of ``checkpoint``
     at the end of its training) if its box AP is at least :data:`MIN_TEACHER_AP`; otherwise
     stop: distilling from it would teach the students noise."""
-    ap = row.get("bbox/AP", float("nan")) if row else float("nan")
+    ap = teacher_ap(row)
     if not ap >= MIN_TEACHER_AP:
         raise SystemExit(
             f"error: the teacher {os.path.relpath(checkpoint, ROOT)} reaches box AP {ap:.2f} on "
             f"digits_det_val, below {MIN_TEACHER_AP}: distilling from it would teach noise. "
-            "Retrain it with --fresh (or delete its folder) and check its log.txt."
+            "Train it with another seed (python tools/train_net.py --config-file "
+            "configs/Digits-Detection/teacher_R_50_FPN.yaml SEED 7) and run the demo again (it "
+            "reuses that teacher), and check its log.txt."
         )
     print(f"teacher box AP {ap:.1f} (its own evaluation; the demo needs >= {MIN_TEACHER_AP})")
     return row
+
+
+def teacher_ap(row):
+    """Box AP of a metrics row (NaN without one: no evaluation, or no detections)."""
+    return row.get("bbox/AP", float("nan")) if row else float("nan")
+
+
+def train_teacher(fresh, attempts=TEACHER_ATTEMPTS):
+    """Train the teacher (unless cached) and return (output folder, checkpoint, its metrics row)
+    once its own evaluation reaches :data:`MIN_TEACHER_AP`. A collapsed run (no detections, or
+    AP below that) is trained again from scratch with the next ``SEED``, at most ``attempts``
+    runs in all; then :func:`check_teacher` stops the demo."""
+    from luminet_det.runio import last_box_ap
+
+    config = "teacher_R_50_FPN.yaml"
+    cfg, out, final, cached = planned(config, fresh)
+    for attempt in range(attempts):
+        seed = cfg.SEED + attempt
+        if attempt or not cached:
+            start = time.time()
+            run(train_command(config) + (["SEED", str(seed)] if attempt else []))
+            print(f"trained in {time.time() - start:.0f} s")
+        row = last_box_ap(out)
+        ap = teacher_ap(row)
+        if ap >= MIN_TEACHER_AP or attempt + 1 == attempts:
+            break
+        print(
+            f"the teacher's training collapsed (box AP {ap:.2f}, below {MIN_TEACHER_AP}): a "
+            "detector trained from scratch in 400 iterations does in some runs. Training it "
+            f"again with SEED {seed + 1} (run {attempt + 2} of at most {attempts}).",
+            flush=True,
+        )
+    return out, final, check_teacher(row, final)
 
 
 def minutes(seconds):
@@ -241,8 +279,7 @@ def main():
         generate_digits_detection(root, progress=True)
 
     banner("2/5 teacher: R-50-FPN (configs/Digits-Detection/teacher_R_50_FPN.yaml)")
-    t_out, t_final = train("teacher_R_50_FPN.yaml", args.fresh)
-    teacher_ap = check_teacher(last_box_ap(t_out), t_final)
+    t_out, t_final, t_row = train_teacher(args.fresh)
 
     students = [("LumiNet student", "luminet_R50_R18.yaml")]
     if not args.skip_baseline:
@@ -255,7 +292,7 @@ def main():
         trained = {config: train(config, args.fresh) for _, config in students}
     else:
         trained = train_together(students, args.fresh)
-    rows = [("teacher R-50-FPN", teacher_ap, t_final)]
+    rows = [("teacher R-50-FPN", t_row, t_final)]
     if not args.skip_baseline:
         b_out, b_final = trained["student_R_18_FPN.yaml"]
         rows.append(("student R-18-FPN alone", last_box_ap(b_out), b_final))
