@@ -90,9 +90,9 @@ def check_teacher(row, checkpoint):
         raise SystemExit(
             f"error: the teacher {os.path.relpath(checkpoint, ROOT)} reaches box AP {ap:.2f} on "
             f"digits_det_val, below {MIN_TEACHER_AP}: distilling from it would teach noise. "
-            "Train it with another seed (python tools/train_net.py --config-file "
-            "configs/Digits-Detection/teacher_R_50_FPN.yaml SEED 7) and run the demo again (it "
-            "reuses that teacher), and check its log.txt."
+            "Train it with a seed not tried yet (python tools/train_net.py --config-file "
+            f"configs/Digits-Detection/teacher_R_50_FPN.yaml SEED {TEACHER_ATTEMPTS}) and run "
+            "the demo again (it reuses that teacher), and check its log.txt."
         )
     print(f"teacher box AP {ap:.1f} (its own evaluation; the demo needs >= {MIN_TEACHER_AP})")
     return row
