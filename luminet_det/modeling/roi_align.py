@@ -53,9 +53,9 @@ __all__ = [
 ]
 
 #: One torchvision backward sampling point (per channel and bin) costs about as much as this
-#: many multiply-adds of the dense products. Measured here: 150-250 (torchvision 15-25 ns per
-#: point, the products 10-13 GMAC/s on one thread; benchmarks/roi_align_grad.py); 100 keeps a
-#: margin, so the products are chosen only where they are expected to be clearly faster.
+#: many multiply-adds of the dense products. Measured here: 139-229 on one thread, 265-375 on
+#: two (benchmarks/results/2026-12-02-roi-align-grad.md); 100 keeps a margin, so the products
+#: are chosen only where they are expected to be clearly faster.
 MACS_PER_POINT = 100
 #: Largest per-image buffer (ROIs x bin rows x channels x map width) the products may allocate.
 MAX_BUFFER_BYTES = 256 * 2**20
