@@ -71,13 +71,18 @@ def planned(config, fresh):
     return cfg, out, final, cached
 
 
+def run_training(config, *opts):
+    """Train ``config`` (with config overrides ``opts``) with all cores and say how long it took."""
+    start = time.time()
+    run(train_command(config) + list(opts))
+    print(f"trained in {time.time() - start:.0f} s")
+
+
 def train(config, fresh):
     """Train one config with all cores (unless cached); returns (output folder, checkpoint)."""
     _, out, final, cached = planned(config, fresh)
     if not cached:
-        start = time.time()
-        run(train_command(config))
-        print(f"trained in {time.time() - start:.0f} s")
+        run_training(config)
     return out, final
 
 
@@ -115,9 +120,7 @@ def train_teacher(fresh, attempts=TEACHER_ATTEMPTS):
     for attempt in range(attempts):
         seed = cfg.SEED + attempt
         if attempt or not cached:
-            start = time.time()
-            run(train_command(config) + (["SEED", str(seed)] if attempt else []))
-            print(f"trained in {time.time() - start:.0f} s")
+            run_training(config, *(["SEED", str(seed)] if attempt else []))
         row = last_box_ap(out)
         ap = teacher_ap(row)
         if ap >= MIN_TEACHER_AP or attempt + 1 == attempts:

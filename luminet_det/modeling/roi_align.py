@@ -95,8 +95,15 @@ def sampling_grid(
         (Tensor, Tensor): (R,) int64 grid heights and widths (0 or less: no points).
     """
     _, _, width, height = _roi_geometry(rois, spatial_scale, aligned)
+    return _grid(width, height, output_size, sampling_ratio)
+
+
+def _grid(
+    width: Tensor, height: Tensor, output_size: Tuple[int, int], sampling_ratio: int
+) -> Tuple[Tensor, Tensor]:
+    """:func:`sampling_grid` from the ROIs' sizes on the map."""
     if sampling_ratio > 0:
-        full = torch.full((rois.shape[0],), sampling_ratio, dtype=torch.long, device=rois.device)
+        full = torch.full(width.shape, sampling_ratio, dtype=torch.long, device=width.device)
         return full, full
     return (
         torch.ceil(height / output_size[0]).long(),
@@ -155,7 +162,7 @@ def bilinear_weights(
     """``(Ay, Ax)`` of the module docstring: (R, pooled height, height) and (R, pooled width,
     width), so that ``out[r, c] = Ay[r] @ input[n_r, c] @ Ax[r].T``."""
     x0, y0, roi_w, roi_h = _roi_geometry(rois, spatial_scale, aligned)
-    grid_h, grid_w = sampling_grid(rois, output_size, spatial_scale, sampling_ratio, aligned)
+    grid_h, grid_w = _grid(roi_w, roi_h, output_size, sampling_ratio)
     ay = axis_weights(y0, roi_h, grid_h, height, output_size[0])
     ax = axis_weights(x0, roi_w, grid_w, width, output_size[1])
     return ay, ax
